@@ -1,0 +1,77 @@
+"""``ZOConfig``: the settings of the ZO step that belong to the module rather than to the optimizer."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from zolightning.functional.estimators import RESTORE_MODES, RestoreMode
+from zolightning.functional.noise import Distribution, check_distribution
+
+
+@dataclass
+class ZOConfig:
+    """How a :class:`~zolightning.ZOLightningModule` runs its zeroth-order step.
+
+    Attributes:
+        seed: base seed of the perturbation directions; the step seed mixes it with ``trainer.global_step`` (default 0).
+        eps: perturbation scale ε used with plain ``torch.optim`` optimizers and by the default optimizer.
+            ZO optimizers (``zolightning.optim``) use their param groups' ``eps`` instead (default 1e-3, MeZO's).
+        lr: learning rate of the default optimizer, used only when ``configure_optimizers`` is not overridden and the
+            CLI gives no ``optimizer`` (default 1e-6, MeZO's for full fine-tuning).
+        weight_decay: weight decay of the default optimizer (default 0).
+        eval_mode: run the two forwards in eval mode: dropout off, BatchNorm statistics untouched (default True,
+            as in MeZO). The modules' train/eval flags are restored after the step.
+        distribution: ``gaussian`` (default) or ``rademacher`` noise for the dense structure.
+        restore: how weights come back after the two forwards: ``arithmetic``, ``snapshot`` (exact in any dtype,
+            costs a copy of the perturbed tensors) or ``auto`` (snapshot below fp32; default).
+        max_nonfinite: a step whose losses are not finite is skipped; this many in a row stop training (default 5).
+    """
+
+    seed: int = 0
+    eps: float = 1e-3
+    lr: float = 1e-6
+    weight_decay: float = 0.0
+    eval_mode: bool = True
+    distribution: Distribution = "gaussian"
+    restore: RestoreMode = "auto"
+    max_nonfinite: int = 5
+
+    def __post_init__(self) -> None:
+        if not self.eps > 0:
+            raise ValueError(
+                f"`eps` must be > 0, got {self.eps}. It is the perturbation scale ε; MeZO uses 1e-3 for full "
+                "fine-tuning, 1e-2 for LoRA."
+            )
+        if not self.lr >= 0:
+            raise ValueError(f"`lr` must be >= 0, got {self.lr}.")
+        if not self.weight_decay >= 0:
+            raise ValueError(f"`weight_decay` must be >= 0, got {self.weight_decay}.")
+        check_distribution(self.distribution)
+        if self.restore not in RESTORE_MODES:
+            raise ValueError(f"`restore` must be one of {RESTORE_MODES}, got {self.restore!r}.")
+        if not (isinstance(self.max_nonfinite, int) and self.max_nonfinite >= 1):
+            raise ValueError(f"`max_nonfinite` must be an integer >= 1, got {self.max_nonfinite!r}.")
+
+    @classmethod
+    def coerce(cls, value: ZOConfig | Mapping[str, Any] | None, **overrides: Any) -> ZOConfig:
+        """A config from an instance, a mapping (e.g. YAML), or ``None`` (defaults), with ``overrides`` applied.
+
+        Raises:
+            TypeError: an unknown option name, listing the known ones.
+        """
+        if value is None:
+            base: dict[str, Any] = {}
+        elif isinstance(value, ZOConfig):
+            base = asdict(value)
+        elif isinstance(value, Mapping):
+            base = dict(value)
+        else:
+            raise TypeError(f"`zo` must be a ZOConfig, a mapping or None, got {type(value).__name__}.")
+        base.update(overrides)
+        known = {field.name for field in fields(cls)}
+        unknown = sorted(set(base) - known)
+        if unknown:
+            raise TypeError(f"Unknown ZO option(s) {unknown}; the options are {sorted(known)}.")
+        return cls(**base)

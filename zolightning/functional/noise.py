@@ -1,0 +1,100 @@
+"""Seeded noise streams.
+
+Every tensor's perturbation direction comes from its own ``torch.Generator`` seeded by mixing three integers:
+the base seed, the step (or direction) counter, and a key that identifies the tensor. Nothing here touches torch's
+global RNG, and skipping one tensor never shifts the noise of another: each tensor's stream depends only on its own
+key. That is what makes "regenerate z from the seed" exact for the update, for any structure and any tensor order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+import torch
+from torch import Tensor
+
+Distribution = Literal["gaussian", "rademacher"]
+DISTRIBUTIONS: tuple[str, ...] = ("gaussian", "rademacher")
+
+_MASK_64 = (1 << 64) - 1
+_MASK_63 = (1 << 63) - 1  # torch.Generator.manual_seed takes values below 2**64; 63 bits keep them positive everywhere
+
+
+def _splitmix64(value: int) -> int:
+    """One round of SplitMix64: a bijective avalanche mix of a 64-bit integer."""
+    value = (value + 0x9E3779B97F4A7C15) & _MASK_64
+    value = ((value ^ (value >> 30)) * 0xBF58476D1CE4E5B9) & _MASK_64
+    value = ((value ^ (value >> 27)) * 0x94D049BB133111EB) & _MASK_64
+    return value ^ (value >> 31)
+
+
+def mix_seed(*parts: int) -> int:
+    """Combine integers into one 63-bit seed; order matters and every part changes the result."""
+    state = 0x5A4F4C49474854  # "ZOLIGHT"
+    for part in parts:
+        state = _splitmix64(state ^ (int(part) & _MASK_64))
+    return state & _MASK_63
+
+
+def stable_key(name: str) -> int:
+    """A 63-bit key for a tensor name that is the same in every process and Python version (unlike ``hash``)."""
+    digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & _MASK_63
+
+
+def step_seed(base_seed: int, step: int, stream: int = 0) -> int:
+    """The seed of one ZO step.
+
+    Args:
+        base_seed: the run's seed (``ZOConfig.seed``).
+        step: the optimizer step counter (``trainer.global_step`` in Lightning).
+        stream: separates independent directions drawn at the same step: the direction index for q-direction
+            estimates, the rank in query-parallel data parallelism. 0 by default.
+    """
+    return mix_seed(base_seed, step, stream)
+
+
+def tensor_seed(seed: int, key: int) -> int:
+    """The seed of one tensor's noise at one step: ``seed`` from :func:`step_seed`, ``key`` from :func:`stable_key`."""
+    return mix_seed(seed, key)
+
+
+def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
+    """A fresh generator on ``device`` seeded with ``seed``."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
+
+
+def fill_noise_(out: Tensor, seed: int, distribution: Distribution = "gaussian") -> Tensor:
+    """Fill ``out`` in place with i.i.d. noise from the stream ``seed``.
+
+    ``gaussian``: N(0, 1). ``rademacher``: ±1 with equal probability (same variance, cheaper to draw).
+    """
+    generator = make_generator(seed, out.device)
+    if distribution == "gaussian":
+        return out.normal_(generator=generator)
+    if distribution == "rademacher":
+        return out.random_(0, 2, generator=generator).mul_(2).sub_(1)
+    raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+
+
+def sample_noise(
+    shape: torch.Size | tuple[int, ...],
+    seed: int,
+    *,
+    device: torch.device | str = "cpu",
+    distribution: Distribution = "gaussian",
+) -> Tensor:
+    """A new fp32 tensor of ``shape`` filled by :func:`fill_noise_`.
+
+    Noise is always drawn in fp32 so that the same seed gives the same direction whatever the parameters' dtype.
+    """
+    return fill_noise_(torch.empty(shape, device=device, dtype=torch.float32), seed, distribution)
+
+
+def check_distribution(distribution: str, argument: str = "distribution") -> None:
+    """Raise a ``ValueError`` naming ``argument`` unless ``distribution`` is supported."""
+    if distribution not in DISTRIBUTIONS:
+        raise ValueError(f"`{argument}` must be one of {DISTRIBUTIONS}, got {distribution!r}.")

@@ -1,0 +1,81 @@
+"""The perturbation plan of one step, and the in-place moves along it.
+
+A plan is the list of tensors a step perturbs and updates, each with the direction that forms its z, its
+perturbation scale ε and its learning-rate scale. Tensors that are not in the plan are never read or written: no noise
+is drawn for them and no add touches them, so the cost of a step scales with the plan's size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from zolightning.functional.directions import TensorDirection
+from zolightning.functional.noise import tensor_seed
+
+
+@dataclass(frozen=True, eq=False)
+class ActiveTensor:
+    """One tensor of a step's plan.
+
+    Attributes:
+        name: the parameter's qualified name (as in ``named_parameters()``), used in logs and checkpoints.
+        param: the parameter itself; perturbed and updated in place.
+        key: the tensor's noise key (:func:`~zolightning.functional.noise.stable_key` of its name by default).
+        direction: how z is formed on this tensor.
+        eps: perturbation scale ε for this tensor (units of the parameter).
+        lr_scale: multiplier on the learning rate for this tensor's update (1.0 by default).
+    """
+
+    name: str
+    param: Tensor
+    key: int
+    direction: TensorDirection
+    eps: float
+    lr_scale: float = 1.0
+
+    def direction_at(self, seed: int) -> Tensor:
+        """z of this tensor for the step seed ``seed`` (fp32, the parameter's shape)."""
+        return self.direction.sample(self.param, tensor_seed(seed, self.key))
+
+
+PerturbationPlan = Sequence[ActiveTensor]
+
+
+def plan_numel(plan: PerturbationPlan) -> int:
+    """Number of parameter elements the plan perturbs."""
+    return sum(entry.param.numel() for entry in plan)
+
+
+def iter_directions(plan: PerturbationPlan, seed: int) -> Iterator[tuple[ActiveTensor, Tensor]]:
+    """Yield each entry with its z at ``seed``, generating one tensor's noise at a time (never the whole plan's)."""
+    for entry in plan:
+        yield entry, entry.direction_at(seed)
+
+
+@torch.no_grad()
+def perturb_(plan: PerturbationPlan, seed: int, scale: float) -> None:
+    """θᵢ ← θᵢ + scale·εᵢ·zᵢ for every tensor of the plan, in place.
+
+    The autocast cache is cleared afterwards: autocast keys its cached low-precision copies of weights by tensor,
+    not by version, so without this the next forward could run on the weights as they were before the move.
+    """
+    for entry, z in iter_directions(plan, seed):
+        entry.param.add_(z.to(entry.param.dtype), alpha=scale * entry.eps)
+    torch.clear_autocast_cache()
+
+
+def snapshot(plan: PerturbationPlan) -> list[Tensor]:
+    """Copies of the plan's tensors, for an exact restore in any dtype (costs the plan's size in memory)."""
+    return [entry.param.detach().clone() for entry in plan]
+
+
+@torch.no_grad()
+def restore_(plan: PerturbationPlan, saved: Sequence[Tensor]) -> None:
+    """Copy a :func:`snapshot` back into the plan's tensors and clear the autocast cache."""
+    for entry, value in zip(plan, saved, strict=True):
+        entry.param.copy_(value)
+    torch.clear_autocast_cache()

@@ -1,0 +1,337 @@
+"""``ZOLightningModule``: a LightningModule whose training step is a seeded two-point zeroth-order step.
+
+A subclass writes ``training_step`` exactly as for backprop, returning the loss (a scalar tensor, or a dict with
+``"loss"``). The class wraps that method: when Lightning calls it, the module draws the step seed, and the optimizer
+evaluates the original ``training_step`` at θ + εz and θ − εz (no_grad, eval mode by default), restores θ and updates
+along z. Validation and test steps are untouched. The step goes through Lightning's wrapped optimizer, so
+``global_step``, ``max_steps``, checkpointing and LR schedulers behave as with backprop.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.utilities.types import LRSchedulerConfig
+from torch import Tensor
+from typing_extensions import override
+
+from zolightning.config import ZOConfig
+from zolightning.functional.estimators import TwoPointEstimate, accumulate_gradient_, two_point_estimate
+from zolightning.functional.noise import step_seed
+from zolightning.functional.perturbation import PerturbationPlan
+from zolightning.functional.structure import DenseStructure, PerturbationStructure
+from zolightning.optim.optimizer import ZOOptimizer, trainable_tensors
+from zolightning.optim.sgd import ZOSGD
+
+
+def extract_loss(output: Any) -> Tensor:
+    """The loss from a ``training_step`` output: a scalar tensor, a number, or a mapping with ``"loss"``."""
+    if isinstance(output, Mapping):
+        if "loss" not in output:
+            raise ValueError(f"`training_step` returned a dict without 'loss' (keys: {sorted(output)}).")
+        output = output["loss"]
+    if isinstance(output, (int, float)):
+        return torch.tensor(float(output))
+    if not isinstance(output, Tensor):
+        raise TypeError(
+            "For ZO training, `training_step` must return the loss: a scalar tensor or a dict with 'loss'; "
+            f"got {type(output).__name__}."
+        )
+    return output
+
+
+def _zo_training_step(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Wrap a user's ``training_step`` so that a call from Lightning runs a whole ZO step around it."""
+
+    @functools.wraps(original)
+    def training_step(self: ZOLightningModule, *args: Any, **kwargs: Any) -> Any:
+        if self._zo_evaluating:
+            return original(self, *args, **kwargs)
+        return self.zo_step(functools.partial(original, self, *args, **kwargs))
+
+    training_step._zo_wrapped = True  # type: ignore[attr-defined]
+    return training_step
+
+
+class ZOLightningModule(LightningModule):
+    """Base class for zeroth-order training with the Lightning Trainer.
+
+    Args:
+        zo: the ZO step's settings (:class:`~zolightning.ZOConfig`, a mapping of its fields, or ``None``).
+        *args, **kwargs: passed to ``LightningModule``.
+
+    Attributes:
+        zo_config: the resolved :class:`ZOConfig`.
+        zo_structure: the perturbation structure (dense by default; the structure callbacks replace it).
+        zo_last_estimate: the :class:`~zolightning.functional.TwoPointEstimate` of the latest step.
+
+    The optimizer: ``configure_optimizers`` may return a ZO optimizer (``zolightning.optim``; the default is
+    :class:`~zolightning.optim.ZOSGD` with ``zo.lr``/``zo.eps``/``zo.weight_decay``) or any ``torch.optim``
+    optimizer. With the latter, the estimate ``g·z`` is written into ``.grad`` of the perturbed tensors before it
+    steps, which costs one gradient-sized buffer (freed after the step) plus that optimizer's own state.
+
+    Hooks: with a ZO optimizer, Lightning's ``on_before_optimizer_step`` runs after each of the two evaluations,
+    as it does for any optimizer that re-evaluates its closure (``LBFGS``). Values logged with ``self.log`` inside
+    ``training_step`` are averaged over the two evaluations and logged once per step.
+    """
+
+    def __init__(self, zo: ZOConfig | Mapping[str, Any] | None = None, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._init_zo(ZOConfig.coerce(zo))
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        step = cls.training_step
+        if not getattr(step, "_zo_wrapped", False):
+            cls.training_step = _zo_training_step(step)  # type: ignore[method-assign]
+
+    def _init_zo(self, config: ZOConfig) -> None:
+        self.zo_config = config
+        self.automatic_optimization = False
+        self.zo_structure: PerturbationStructure = DenseStructure(config.distribution)
+        self.zo_last_estimate: TwoPointEstimate | None = None
+        self.zo_nonfinite_steps = 0
+        self._zo_nonfinite_streak = 0
+        self._zo_evaluating = False
+        self._zo_log_buffer: list[tuple[str, Any, dict[str, Any]]] | None = None
+        self._zo_names: dict[int, str] = {}
+
+    # ----------------------------------------------------------------------------------------------- configuration
+
+    @override
+    def configure_optimizers(self) -> Any:
+        """The default optimizer: :class:`ZOSGD` over the trainable parameters with ``zo.lr``, ``zo.eps``."""
+        named = [(name, p) for name, p in self.named_parameters() if p.requires_grad]
+        if not named:
+            raise ValueError(self._no_trainable_message())
+        config = self.zo_config
+        return ZOSGD(named, lr=config.lr, eps=config.eps, weight_decay=config.weight_decay, seed=config.seed)
+
+    def _no_trainable_message(self) -> str:
+        return (
+            f"{type(self).__name__} has no trainable parameters (requires_grad=True), so ZO training has nothing to "
+            "perturb. Unfreeze what should be trained, e.g. `module.requires_grad_(True)` or the head's parameters."
+        )
+
+    @override
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["zo"] = {"nonfinite_steps": self.zo_nonfinite_steps, "nonfinite_streak": self._zo_nonfinite_streak}
+
+    @override
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        state = checkpoint.get("zo", {})
+        self.zo_nonfinite_steps = int(state.get("nonfinite_steps", 0))
+        self._zo_nonfinite_streak = int(state.get("nonfinite_streak", 0))
+
+    # ----------------------------------------------------------------------------------------------- the ZO step
+
+    def zo_optimizer(self) -> LightningOptimizer:
+        """The single (wrapped) optimizer ZO training steps."""
+        optimizers = self.optimizers()
+        if isinstance(optimizers, list):
+            if len(optimizers) != 1:
+                raise ValueError(
+                    f"ZO training steps exactly one optimizer; `configure_optimizers` returned {len(optimizers)}. "
+                    "Put all parameters in one optimizer, with param groups for different settings."
+                )
+            optimizers = optimizers[0]
+        return optimizers
+
+    def zo_plan(self, optimizer: torch.optim.Optimizer, step: int) -> PerturbationPlan:
+        """The step's plan: the optimizer's trainable tensors, named as in this module, through ``zo_structure``."""
+        names = self._parameter_names(optimizer)
+        eps = None if isinstance(optimizer, ZOOptimizer) else self.zo_config.eps
+        tensors = trainable_tensors(optimizer.param_groups, names, eps)
+        if not tensors:
+            raise ValueError(self._no_trainable_message())
+        return self.zo_structure.plan(tensors, step)
+
+    def _parameter_names(self, optimizer: torch.optim.Optimizer) -> dict[int, str]:
+        ids = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        if not ids <= self._zo_names.keys():
+            self._zo_names = {id(p): name for name, p in self.named_parameters()}
+        return self._zo_names
+
+    def zo_step(self, loss_fn: Callable[[], Any]) -> Any:
+        """Run one ZO step with ``loss_fn`` (the user's ``training_step`` bound to the batch) as the objective.
+
+        Returns what Lightning expects from ``training_step``: the loss at θ (mean of L+ and L−), or the user's
+        dict with ``"loss"`` replaced by it.
+        """
+        started = time.perf_counter()
+        wrapped = self.zo_optimizer()
+        optimizer = wrapped.optimizer
+        config = self.zo_config
+        step = self.trainer.global_step
+        seed = step_seed(config.seed, step)
+        plan = self.zo_plan(optimizer, step)
+        reduce = self._reduce_across_ranks if self.trainer.world_size > 1 else None
+        last_output: list[Any] = [None]
+
+        def evaluate() -> Tensor:
+            self._zo_evaluating = True
+            try:
+                last_output[0] = loss_fn()
+            finally:
+                self._zo_evaluating = False
+            return extract_loss(last_output[0])
+
+        self._zo_log_buffer = []
+        try:
+            with self._evaluation_mode():
+                if isinstance(optimizer, ZOOptimizer):
+                    wrapped.step(closure=evaluate, seed=seed, plan=plan, reduce=reduce, restore=config.restore)
+                    estimate = optimizer.last_estimate
+                else:
+                    estimate = self._step_through_gradient(wrapped, evaluate, plan, seed, reduce)
+        finally:
+            logged, self._zo_log_buffer = self._zo_log_buffer, None
+        assert estimate is not None
+        self.zo_last_estimate = estimate
+        self._after_step(estimate, plan, optimizer, started)
+        self._replay_logs(logged)
+        output = last_output[0]
+        if isinstance(output, Mapping):
+            return {**output, "loss": estimate.loss}
+        return estimate.loss
+
+    def _step_through_gradient(
+        self,
+        wrapped: LightningOptimizer,
+        evaluate: Callable[[], Tensor],
+        plan: PerturbationPlan,
+        seed: int,
+        reduce: Callable[[Tensor], Tensor] | None,
+    ) -> TwoPointEstimate:
+        """Plain ``torch.optim`` path: the closure estimates, writes ``g·z`` into ``.grad``, the optimizer steps."""
+        result: list[TwoPointEstimate] = []
+
+        def closure() -> Tensor:
+            estimate = two_point_estimate(evaluate, plan, seed, restore=self.zo_config.restore, reduce=reduce)
+            result.append(estimate)
+            if estimate.is_finite:
+                accumulate_gradient_(plan, estimate)
+            return estimate.loss
+
+        wrapped.zero_grad(set_to_none=True)
+        try:
+            wrapped.step(closure=closure)
+        finally:
+            wrapped.zero_grad(set_to_none=True)
+        return result[-1]
+
+    def _reduce_across_ranks(self, losses: Tensor) -> Tensor:
+        reduced = self.trainer.strategy.reduce(losses.to(self.device), reduce_op="mean")
+        return reduced.detach().cpu()
+
+    @contextmanager
+    def _evaluation_mode(self) -> Iterator[None]:
+        """Eval mode for the step when ``zo.eval_mode``; every submodule's own flag is restored afterwards."""
+        if not self.zo_config.eval_mode:
+            yield
+            return
+        flags = [(module, module.training) for module in self.modules()]
+        self.eval()
+        try:
+            yield
+        finally:
+            for module, training in flags:
+                module.training = training
+
+    # ----------------------------------------------------------------------------------------------- after the step
+
+    def _after_step(
+        self, estimate: TwoPointEstimate, plan: PerturbationPlan, optimizer: torch.optim.Optimizer, started: float
+    ) -> None:
+        if estimate.is_finite:
+            self._zo_nonfinite_streak = 0
+        else:
+            self.zo_nonfinite_steps += 1
+            self._zo_nonfinite_streak += 1
+            if self._zo_nonfinite_streak >= self.zo_config.max_nonfinite:
+                raise FloatingPointError(
+                    f"{self._zo_nonfinite_streak} ZO steps in a row had a non-finite loss "
+                    f"(L+={float(estimate.loss_plus)}, L-={float(estimate.loss_minus)}); training stopped. Lower the "
+                    "learning rate or eps, check the data, or use fp32 weights; raise `zo.max_nonfinite` to tolerate more."
+                )
+        self._step_schedulers("step")
+        eps = plan[0].eps
+        total = time.perf_counter() - started
+        metrics = {
+            "train/loss": estimate.loss,
+            "train/projected_grad": estimate.half_difference / eps,
+            "train/lr": float(optimizer.param_groups[0]["lr"]),
+            "train/eps": eps,
+            "train/time_forward": estimate.forward_seconds,
+            "train/time_perturb_update": max(total - estimate.forward_seconds, 0.0),
+            "train/nonfinite_steps": float(self.zo_nonfinite_steps),
+        }
+        for name, value in metrics.items():
+            shown = name in ("train/loss", "train/projected_grad")
+            LightningModule.log(self, name, value, prog_bar=shown, on_step=True, on_epoch=False, batch_size=1)
+
+    @override
+    def on_train_epoch_end(self) -> None:
+        self._step_schedulers("epoch")
+
+    def _step_schedulers(self, interval: str) -> None:
+        """Lightning does not step schedulers under manual optimization; the ZO step does, honouring each
+        scheduler config's ``interval``, ``frequency`` and (for ReduceLROnPlateau) ``monitor``."""
+        trainer = self.trainer
+        count = trainer.global_step if interval == "step" else trainer.current_epoch + 1
+        config: LRSchedulerConfig
+        for config in trainer.lr_scheduler_configs:
+            if config.interval != interval or count % config.frequency != 0:
+                continue
+            if config.reduce_on_plateau:
+                monitor = trainer.callback_metrics.get(config.monitor) if config.monitor else None
+                if monitor is None:
+                    if config.strict:
+                        raise KeyError(
+                            f"The ReduceLROnPlateau scheduler monitors {config.monitor!r}, which has not been logged; "
+                            f"logged: {sorted(trainer.callback_metrics)}."
+                        )
+                    continue
+                config.scheduler.step(monitor)
+            else:
+                config.scheduler.step()
+
+    # ----------------------------------------------------------------------------------------------- logging
+
+    @override
+    def log(self, name: str, value: Any, *args: Any, **kwargs: Any) -> None:
+        """As ``LightningModule.log``; inside the ZO evaluations the value is held and logged once per step."""
+        if self._zo_log_buffer is not None:
+            if args:
+                raise TypeError("Inside a ZO training_step, pass `self.log` options by keyword.")
+            self._zo_log_buffer.append((name, value, kwargs))
+            return
+        super().log(name, value, *args, **kwargs)
+
+    def _replay_logs(self, logged: list[tuple[str, Any, dict[str, Any]]]) -> None:
+        """Log each name held during the evaluations once: numbers averaged over the evaluations, other objects
+        (e.g. torchmetrics metrics, updated by the user's code) as last given."""
+        grouped: dict[str, list[tuple[Any, dict[str, Any]]]] = {}
+        for name, value, kwargs in logged:
+            grouped.setdefault(name, []).append((value, kwargs))
+        for name, entries in grouped.items():
+            values = [value for value, _ in entries]
+            kwargs = entries[-1][1]
+            if all(isinstance(v, (Tensor, int, float)) and torch.as_tensor(v).numel() == 1 for v in values):
+                value: Any = torch.stack([torch.as_tensor(v, dtype=torch.float32).detach().cpu() for v in values]).mean()
+            else:
+                value = values[-1]
+            LightningModule.log(self, name, value, **kwargs)
+
+    @override
+    def setup(self, stage: str) -> None:
+        # The ZO settings are part of the run's hyperparameters (logged and checkpointed).
+        self.hparams["zo"] = asdict(self.zo_config)

@@ -1,0 +1,62 @@
+"""ZO-SGD: MeZO's in-place update, with optional momentum (ZO-SGD-MMT in ZO-Bench)."""
+
+from __future__ import annotations
+
+from zolightning.functional.estimators import TwoPointEstimate
+from zolightning.functional.perturbation import PerturbationPlan
+from zolightning.functional.sgd import zo_sgd_update_
+from zolightning.optim.optimizer import ParamsT, ZOOptimizer
+
+
+class ZOSGD(ZOOptimizer):
+    """Zeroth-order SGD (MeZO, Malladi et al. 2023, Algorithm 1).
+
+    Per step: g = (L(θ+εz) − L(θ−εz)) / 2ε, then θ ← θ − lr·(g·z + λθ) with z regenerated from the step seed.
+
+    Args:
+        params: parameters, dicts of param groups, or ``named_parameters()``. Parameters with
+            ``requires_grad=False`` are never perturbed or updated.
+        lr: learning rate (MeZO full fine-tuning: 1e-6 or 1e-7; LoRA: 1e-4 or 5e-5; prefix: 1e-2 or 1e-3).
+        eps: perturbation scale ε (MeZO: 1e-3 full, 1e-2 LoRA, 1e-1 prefix).
+        weight_decay: λ. By default not applied to 1-D tensors (biases and norm weights), as in MeZO.
+        momentum: μ ∈ [0, 1). 0 (default) keeps no state at all. μ > 0 keeps one fp32 buffer per tensor that has
+            been updated: +4 bytes per such parameter, i.e. a full fp32 copy of the trainable weights for a dense plan.
+        decay_1d: also decay 1-D tensors (default ``False``).
+        seed: seeds the directions when ``step`` is called without ``seed`` (plain PyTorch use).
+
+    Memory: nothing beyond the noise of the largest tensor while it is being applied, unless ``momentum > 0``.
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float = 1e-6,
+        eps: float = 1e-3,
+        weight_decay: float = 0.0,
+        momentum: float = 0.0,
+        decay_1d: bool = False,
+        seed: int = 0,
+    ) -> None:
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"`momentum` must be in [0, 1), got {momentum}.")
+        defaults = dict(lr=lr, eps=eps, weight_decay=weight_decay, momentum=momentum, decay_1d=decay_1d, seed=seed)
+        super().__init__(params, defaults)
+
+    def _update(self, plan: PerturbationPlan, estimate: TwoPointEstimate) -> None:
+        groups = self.group_of()
+        half_difference = float(estimate.half_difference)
+        for entry in plan:
+            group = groups[id(entry.param)]
+            decays = group["decay_1d"] or entry.param.dim() > 1
+            state = self.state[entry.param] if group["momentum"] > 0 else None
+            buffer = zo_sgd_update_(
+                entry.param,
+                entry.direction_at(estimate.seed),
+                half_difference / entry.eps,
+                lr=group["lr"] * entry.lr_scale,
+                weight_decay=group["weight_decay"] if decays else 0.0,
+                momentum=group["momentum"],
+                momentum_buffer=None if state is None else state.get("momentum_buffer"),
+            )
+            if state is not None:
+                state["momentum_buffer"] = buffer
