@@ -53,7 +53,8 @@ def _zo_training_step(original: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(original)
     def training_step(self: ZOLightningModule, *args: Any, **kwargs: Any) -> Any:
-        if self._zo_evaluating:
+        # Inside the step's own evaluations, or called by hand outside a fit loop, it is the plain objective.
+        if self._zo_evaluating or self._trainer is None or not self._trainer.training:
             return original(self, *args, **kwargs)
         return self.zo_step(functools.partial(original, self, *args, **kwargs))
 

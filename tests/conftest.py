@@ -1,0 +1,38 @@
+"""Shared test helpers: quiet, fast Trainer settings and small models."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from typing import Any
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=".*litlogger.*")
+
+
+def trainer_kwargs(**overrides: Any) -> dict[str, Any]:
+    """Trainer arguments for tests: CPU, no progress bar, no model summary, no logger or checkpoints unless asked."""
+    kwargs: dict[str, Any] = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    kwargs.update(overrides)
+    return kwargs
+
+
+@pytest.fixture
+def quadratic() -> tuple[torch.Tensor, torch.Tensor]:
+    """A well-conditioned SPD matrix A (20×20) and a starting point x0 for f(x) = ½ xᵀAx (minimum 0 at x = 0)."""
+    generator = torch.Generator().manual_seed(0)
+    basis = torch.randn(20, 20, generator=generator)
+    matrix = basis @ basis.T / 20 + torch.eye(20)
+    return matrix, torch.randn(20, generator=generator)
