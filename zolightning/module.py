@@ -24,10 +24,10 @@ from torch import Tensor
 from typing_extensions import override
 
 from zolightning.config import ZOConfig
-from zolightning.functional.estimators import TwoPointEstimate, accumulate_gradient_, two_point_estimate
+from zolightning.functional.estimators import RestoreMode, TwoPointEstimate, accumulate_gradient_, two_point_estimate
 from zolightning.functional.noise import step_seed
 from zolightning.functional.perturbation import PerturbationPlan
-from zolightning.functional.structure import DenseStructure, PerturbationStructure
+from zolightning.functional.structure import PerturbationStructure, dense_structure
 from zolightning.optim.optimizer import ZOOptimizer, trainable_tensors
 from zolightning.optim.sgd import ZOSGD
 
@@ -97,7 +97,7 @@ class ZOLightningModule(LightningModule):
     def _init_zo(self, config: ZOConfig) -> None:
         self.zo_config = config
         self.automatic_optimization = False
-        self.zo_structure: PerturbationStructure = DenseStructure(config.distribution)
+        self.zo_structure: PerturbationStructure = dense_structure(config.distribution)
         self.zo_last_estimate: TwoPointEstimate | None = None
         self.zo_nonfinite_steps = 0
         self._zo_nonfinite_streak = 0
@@ -175,6 +175,7 @@ class ZOLightningModule(LightningModule):
         seed = step_seed(config.seed, step)
         plan = self.zo_plan(optimizer, step)
         reduce = self._reduce_across_ranks if self.trainer.world_size > 1 else None
+        restore = self.zo_structure.restore or config.restore
         last_output: list[Any] = [None]
 
         def evaluate() -> Tensor:
@@ -189,10 +190,10 @@ class ZOLightningModule(LightningModule):
         try:
             with self._evaluation_mode():
                 if isinstance(optimizer, ZOOptimizer):
-                    wrapped.step(closure=evaluate, seed=seed, plan=plan, reduce=reduce, restore=config.restore)
+                    wrapped.step(closure=evaluate, seed=seed, plan=plan, reduce=reduce, restore=restore)
                     estimate = optimizer.last_estimate
                 else:
-                    estimate = self._step_through_gradient(wrapped, evaluate, plan, seed, reduce)
+                    estimate = self._step_through_gradient(wrapped, evaluate, plan, seed, reduce, restore)
         finally:
             logged, self._zo_log_buffer = self._zo_log_buffer, None
         assert estimate is not None
@@ -211,12 +212,13 @@ class ZOLightningModule(LightningModule):
         plan: PerturbationPlan,
         seed: int,
         reduce: Callable[[Tensor], Tensor] | None,
+        restore: RestoreMode,
     ) -> TwoPointEstimate:
         """Plain ``torch.optim`` path: the closure estimates, writes ``g·z`` into ``.grad``, the optimizer steps."""
         result: list[TwoPointEstimate] = []
 
         def closure() -> Tensor:
-            estimate = two_point_estimate(evaluate, plan, seed, restore=self.zo_config.restore, reduce=reduce)
+            estimate = two_point_estimate(evaluate, plan, seed, restore=restore, reduce=reduce)
             result.append(estimate)
             if estimate.is_finite:
                 accumulate_gradient_(plan, estimate)

@@ -3,7 +3,7 @@ import torch
 
 from zolightning.functional.estimators import accumulate_gradient_, evaluate_loss, two_point_estimate
 from zolightning.functional.noise import step_seed
-from zolightning.functional.structure import DenseStructure, TrainableTensor
+from zolightning.functional.structure import TrainableTensor, dense_structure
 
 
 def small_mlp() -> torch.nn.Module:
@@ -13,7 +13,7 @@ def small_mlp() -> torch.nn.Module:
 
 def plan_for(model: torch.nn.Module, eps: float = 1e-3, distribution: str = "gaussian"):
     tensors = [TrainableTensor(n, p, eps) for n, p in model.named_parameters() if p.requires_grad]
-    return DenseStructure(distribution).plan(tensors, step=0)
+    return dense_structure(distribution).plan(tensors, step=0)
 
 
 def batch():

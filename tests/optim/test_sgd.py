@@ -3,7 +3,7 @@ import copy
 import pytest
 import torch
 
-from zolightning.functional.structure import DenseStructure, TrainableTensor
+from zolightning.functional.structure import TrainableTensor, dense_structure
 from zolightning.optim import ZOSGD
 
 
@@ -25,7 +25,7 @@ def test_the_applied_update_is_along_the_perturbation_direction(momentum):
     x = torch.randn(16, 5)
     optimizer = ZOSGD(layer.named_parameters(), lr=0.1, eps=1e-3, momentum=momentum)
     loss = lambda: layer(x).pow(2).mean()  # noqa: E731
-    plan = DenseStructure().plan([TrainableTensor(n, p, 1e-3) for n, p in layer.named_parameters()], 0)
+    plan = dense_structure().plan([TrainableTensor(n, p, 1e-3) for n, p in layer.named_parameters()], 0)
     before = [p.detach().clone() for p in layer.parameters()]
     optimizer.step(loss, seed=1234, plan=plan)
     g = optimizer.last_estimate.projected_gradient(1e-3)

@@ -10,12 +10,12 @@ from zolightning.functional.estimators import (
 from zolightning.functional.noise import fill_noise_, mix_seed, sample_noise, stable_key, step_seed, tensor_seed
 from zolightning.functional.perturbation import ActiveTensor, PerturbationPlan, perturb_, plan_numel, restore_, snapshot
 from zolightning.functional.sgd import zo_sgd_update_
-from zolightning.functional.structure import DenseStructure, PerturbationStructure, TrainableTensor
+from zolightning.functional.structure import PerturbationStructure, TrainableTensor, dense_structure
 
 __all__ = [
     "ActiveTensor",
     "DenseDirection",
-    "DenseStructure",
+    "dense_structure",
     "PerturbationPlan",
     "PerturbationStructure",
     "TensorDirection",

@@ -1,9 +1,16 @@
-"""Perturbation structures: which tensors a step perturbs and how z is formed on each.
+"""Perturbation structures: which tensors a step perturbs, and how z is formed on each.
 
-A structure turns the trainable tensors (with their ε) into the step's :class:`ActiveTensor` plan. The dense structure
-perturbs every tensor with dense noise, as MeZO does; block, sparse and low-rank structures select fewer tensors or
-fewer coordinates. A structure decides per step and may keep state (a block cursor, masks, factors): the callbacks
-that own that state checkpoint it.
+A :class:`PerturbationStructure` is two small parts:
+
+- a :class:`TensorSelection` picks the step's active tensors and their learning-rate scales (all tensors for MeZO,
+  one block for MeZO-BCD);
+- a :class:`DirectionRule` gives each active tensor its :class:`TensorDirection` (dense for MeZO, masked for
+  Sparse-MeZO, low-rank for LOZO and SubZero).
+
+Both decide per step from the step counter and may keep state (masks, factors); the callbacks that install them
+checkpoint that state. Selection and direction compose: a sparse mask inside the active block is a block selection with
+a masked rule. The plan a structure returns is used for the whole step, perturbation and update alike, so the update
+always moves along the very direction that was estimated.
 """
 
 from __future__ import annotations
@@ -15,7 +22,8 @@ from functools import lru_cache
 
 from torch import Tensor
 
-from zolightning.functional.directions import DenseDirection
+from zolightning.functional.directions import DenseDirection, TensorDirection
+from zolightning.functional.estimators import RestoreMode
 from zolightning.functional.noise import Distribution, stable_key
 from zolightning.functional.perturbation import ActiveTensor
 
@@ -35,22 +43,83 @@ def tensor_key(name: str) -> int:
     return stable_key(name)
 
 
-class PerturbationStructure(ABC):
-    """Chooses the step's plan from the trainable tensors."""
+class TensorSelection(ABC):
+    """Picks the tensors a step perturbs."""
 
     @abstractmethod
-    def plan(self, tensors: Sequence[TrainableTensor], step: int) -> list[ActiveTensor]:
-        """The tensors to perturb at ``step`` (the optimizer step counter) with their directions."""
+    def select(self, tensors: Sequence[TrainableTensor], step: int) -> list[tuple[TrainableTensor, float]]:
+        """The active tensors at ``step`` with their learning-rate scales."""
 
 
-class DenseStructure(PerturbationStructure):
-    """Every trainable tensor, dense noise: the MeZO perturbation."""
+class AllTensors(TensorSelection):
+    """Every trainable tensor, learning-rate scale 1: MeZO."""
 
-    def __init__(self, distribution: Distribution = "gaussian") -> None:
-        self.direction = DenseDirection(distribution)
-
-    def plan(self, tensors: Sequence[TrainableTensor], step: int) -> list[ActiveTensor]:
-        return [ActiveTensor(t.name, t.param, tensor_key(t.name), self.direction, t.eps) for t in tensors]
+    def select(self, tensors: Sequence[TrainableTensor], step: int) -> list[tuple[TrainableTensor, float]]:
+        return [(tensor, 1.0) for tensor in tensors]
 
     def __repr__(self) -> str:
-        return f"DenseStructure(distribution={self.direction.distribution!r})"
+        return "AllTensors()"
+
+
+class DirectionRule(ABC):
+    """Gives each active tensor its direction for the step."""
+
+    def prepare(self, tensors: Sequence[TrainableTensor], step: int) -> None:
+        """Called once per step with every trainable tensor before :meth:`direction` (e.g. to refresh global
+        thresholds or factors). Does nothing by default."""
+
+    @abstractmethod
+    def direction(self, tensor: TrainableTensor, step: int) -> TensorDirection:
+        """The direction of ``tensor`` at ``step``; it must stay valid for the whole step."""
+
+
+class DenseDirections(DirectionRule):
+    """Dense noise on every tensor: MeZO's perturbation."""
+
+    def __init__(self, distribution: Distribution = "gaussian") -> None:
+        self.dense = DenseDirection(distribution)
+
+    def direction(self, tensor: TrainableTensor, step: int) -> TensorDirection:
+        return self.dense
+
+    def __repr__(self) -> str:
+        return f"DenseDirections({self.dense.distribution!r})"
+
+
+class PerturbationStructure:
+    """A selection and a direction rule; :meth:`plan` turns the trainable tensors into the step's plan.
+
+    Args:
+        selection: which tensors are active (default: all).
+        directions: how z is formed on each (default: dense Gaussian).
+        restore: a restore mode this structure needs (``"snapshot"`` for block rotation, whose active set is small
+            enough to copy), or ``None`` to use the module's.
+    """
+
+    def __init__(
+        self,
+        selection: TensorSelection | None = None,
+        directions: DirectionRule | None = None,
+        restore: RestoreMode | None = None,
+    ) -> None:
+        self.selection = selection if selection is not None else AllTensors()
+        self.directions = directions if directions is not None else DenseDirections()
+        self.restore = restore
+        # Which object installed each part ("selection", "directions"), so that two callbacks cannot both set one.
+        self.owners: dict[str, object] = {}
+
+    def plan(self, tensors: Sequence[TrainableTensor], step: int) -> list[ActiveTensor]:
+        """The step's plan: selected tensors with their directions, keys and learning-rate scales."""
+        self.directions.prepare(tensors, step)
+        return [
+            ActiveTensor(t.name, t.param, tensor_key(t.name), self.directions.direction(t, step), t.eps, scale)
+            for t, scale in self.selection.select(tensors, step)
+        ]
+
+    def __repr__(self) -> str:
+        return f"PerturbationStructure(selection={self.selection!r}, directions={self.directions!r})"
+
+
+def dense_structure(distribution: Distribution = "gaussian") -> PerturbationStructure:
+    """MeZO's structure: all tensors, dense noise of ``distribution``."""
+    return PerturbationStructure(AllTensors(), DenseDirections(distribution))

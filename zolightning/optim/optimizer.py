@@ -19,7 +19,7 @@ from torch.optim import Optimizer
 from zolightning.functional.estimators import Reduce, RestoreMode, TwoPointEstimate, two_point_estimate
 from zolightning.functional.noise import step_seed
 from zolightning.functional.perturbation import ActiveTensor, PerturbationPlan
-from zolightning.functional.structure import DenseStructure, TrainableTensor
+from zolightning.functional.structure import TrainableTensor, dense_structure
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
 
@@ -84,7 +84,7 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
 
     def dense_plan(self) -> list[ActiveTensor]:
         """The MeZO plan: every trainable tensor, dense Gaussian noise, each group's ε."""
-        return DenseStructure().plan(trainable_tensors(self.param_groups), self.zo_steps)
+        return dense_structure().plan(trainable_tensors(self.param_groups), self.zo_steps)
 
     def group_of(self) -> dict[int, dict[str, Any]]:
         """``id(param) → param group`` for every parameter."""

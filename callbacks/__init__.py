@@ -1,0 +1,9 @@
+"""Lightning callbacks for zolightning (installed as ``zolightning.callbacks``)."""
+
+from zolightning.callbacks.block_rotation import BlockRotation
+from zolightning.callbacks.held_out_evaluation import HeldOutEvaluation, LabelPredictor
+from zolightning.callbacks.low_rank_refresh import LowRankRefresh
+from zolightning.callbacks.sparsity_mask import SparsityMask
+from zolightning.callbacks.structure_callback import StructureCallback
+
+__all__ = ["BlockRotation", "HeldOutEvaluation", "LabelPredictor", "LowRankRefresh", "SparsityMask", "StructureCallback"]

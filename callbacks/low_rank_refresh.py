@@ -1,0 +1,52 @@
+"""``LowRankRefresh``: low-rank perturbations of weight matrices (LOZO, arXiv 2410.07698; SubZero, arXiv 2410.08989)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning.pytorch as pl
+from typing_extensions import override
+
+from zolightning.callbacks.structure_callback import StructureCallback
+from zolightning.functional.low_rank import LowRankDirections, LowRankMode
+from zolightning.module import ZOLightningModule
+
+
+class LowRankRefresh(StructureCallback):
+    """Perturb each weight matrix along a low-rank direction whose factors are refreshed periodically.
+
+    Args:
+        rank: r (default 2; LOZO uses 1 or 2, SubZero e.g. 24). Capped at each matrix's smaller side.
+        refresh_interval: steps between factor refreshes (default 50; LOZO's ν ∈ {50, 100}, SubZero's T₀ e.g. 1000).
+        mode: ``lozo`` (z = U·Vᵀ/√r, U each step, V kept) or ``subzero`` (z = U·S·Vᵀ·√(mn)/r, orthonormal U, V kept,
+            S each step). 1-D tensors (biases, norms) get dense noise.
+        seed: seeds the factors (default: the module's ``zo.seed``).
+
+    State: the kept factors per parameter name. Composes with :class:`BlockRotation`; not with :class:`SparsityMask`.
+    """
+
+    part = "directions"
+
+    def __init__(self, rank: int = 2, refresh_interval: int = 50, mode: LowRankMode = "lozo", seed: int | None = None) -> None:
+        super().__init__()
+        # Validate now, with the same checks the rule applies, so that a bad YAML value fails before any training.
+        LowRankDirections(rank, refresh_interval, mode)
+        self.rank = rank
+        self.refresh_interval = refresh_interval
+        self.mode: LowRankMode = mode
+        self.seed = seed
+
+    @override
+    def build(self, trainer: pl.Trainer, pl_module: ZOLightningModule) -> LowRankDirections:
+        seed = pl_module.zo_config.seed if self.seed is None else self.seed
+        return LowRankDirections(self.rank, self.refresh_interval, self.mode, seed, pl_module.zo_config.distribution)
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return self.installed().state_dict() if self._module is not None else dict(self._pending_state or {})
+
+    def _apply_state(self, state: Mapping[str, Any]) -> None:
+        assert self._module is not None
+        devices = {name: p.device for name, p in self._module.named_parameters()}
+        self.installed().load_state_dict(state, devices)

@@ -1,0 +1,80 @@
+"""``SparsityMask``: sparse perturbations (Sparse-MeZO, arXiv 2402.15751; ZO-Bench's random masks)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import lightning.pytorch as pl
+from typing_extensions import override
+
+from zolightning.callbacks.structure_callback import StructureCallback
+from zolightning.functional.masked import (
+    SCOPES,
+    STORAGES,
+    Criterion,
+    SparseDirections,
+    check_criterion,
+    check_interval,
+    check_sparsity,
+)
+from zolightning.module import ZOLightningModule
+
+
+class SparsityMask(StructureCallback):
+    """Perturb only a masked subset of each tensor's coordinates.
+
+    Args:
+        sparsity: fraction of coordinates left unperturbed, in [0, 1) (default 0.75: a quarter is perturbed).
+        criterion: ``small-magnitude`` (default; Sparse-MeZO), ``large-magnitude`` or ``random`` (ZO-Bench).
+        refresh_interval: steps between mask refreshes (default 1: recomputed each step from the current weights).
+        scope: ``per-tensor`` thresholds (default) or one ``global`` threshold over all trainable tensors.
+        storage: ``mask`` (default: keep masks, 1 bit per entry in checkpoints) or ``recompute`` (keep thresholds only
+            and rebuild masks each step).
+        seed: seeds random masks (default: the module's ``zo.seed``).
+
+    Composes with :class:`BlockRotation` (a mask inside the active block); not with :class:`LowRankRefresh`.
+    """
+
+    part = "directions"
+
+    def __init__(
+        self,
+        sparsity: float = 0.75,
+        criterion: Criterion = "small-magnitude",
+        refresh_interval: int = 1,
+        scope: Literal["per-tensor", "global"] = "per-tensor",
+        storage: Literal["mask", "recompute"] = "mask",
+        seed: int | None = None,
+    ) -> None:
+        super().__init__()
+        check_sparsity(sparsity)
+        check_criterion(criterion)
+        check_interval(refresh_interval, "refresh_interval")
+        if scope not in SCOPES:
+            raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
+        if storage not in STORAGES:
+            raise ValueError(f"`storage` must be one of {STORAGES}, got {storage!r}.")
+        self.sparsity = sparsity
+        self.criterion: Criterion = criterion
+        self.refresh_interval = refresh_interval
+        self.scope = scope
+        self.storage = storage
+        self.seed = seed
+
+    @override
+    def build(self, trainer: pl.Trainer, pl_module: ZOLightningModule) -> SparseDirections:
+        seed = pl_module.zo_config.seed if self.seed is None else self.seed
+        return SparseDirections(
+            self.sparsity, self.criterion, self.refresh_interval, self.scope, self.storage, seed,
+            pl_module.zo_config.distribution,
+        )
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        return self.installed().state_dict() if self._module is not None else dict(self._pending_state or {})
+
+    def _apply_state(self, state: Mapping[str, Any]) -> None:
+        assert self._module is not None
+        devices = {name: p.device for name, p in self._module.named_parameters()}
+        self.installed().load_state_dict(state, devices)

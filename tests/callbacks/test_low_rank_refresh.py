@@ -1,0 +1,34 @@
+import pytest
+
+from tests.callbacks.structure_helpers import LayeredModel, assert_resume_is_exact, fit, loader
+from zolightning.callbacks import LowRankRefresh
+
+
+@pytest.mark.parametrize("mode", ["lozo", "subzero"])
+def test_resume_across_a_refresh_is_exact(mode, tmp_path):
+    # Interrupted at step 3, inside the factor window [2, 4): the kept factors must come back from the checkpoint.
+    assert_resume_is_exact(lambda: [LowRankRefresh(rank=2, refresh_interval=2, mode=mode)], tmp_path, steps=7)
+
+
+def test_factors_are_kept_per_matrix_and_biases_stay_dense():
+    refresh = LowRankRefresh(rank=2, refresh_interval=5, mode="lozo")
+    model, _ = fit([refresh], steps=2)
+    state = refresh.state_dict()
+    matrices = {n for n, p in model.named_parameters() if p.dim() >= 2}
+    assert set(state) == matrices
+    shapes = dict(model.named_parameters())
+    assert all(entry["factors"][0].shape[1] == min(2, *shapes[name].shape) for name, entry in state.items())
+
+
+def test_low_rank_training_lowers_the_loss():
+    x, y = next(iter(loader()))
+    before = float(LayeredModel(lr=0.001).training_step((x, y), 0))
+    trained, _ = fit([LowRankRefresh(rank=2, refresh_interval=10)], steps=60, model_factory=lambda: LayeredModel(lr=0.001))
+    assert float(trained.training_step((x, y), 0)) < 0.7 * before
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [({"rank": 0}, "rank"), ({"refresh_interval": 0}, "refresh_interval"),
+                                               ({"mode": "svd"}, "mode")])
+def test_bad_arguments_are_refused_by_name(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        LowRankRefresh(**kwargs)
