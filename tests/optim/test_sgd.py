@@ -104,3 +104,25 @@ def test_bad_arguments_are_refused_by_name(kwargs, match):
 def test_step_without_closure_says_what_is_needed():
     with pytest.raises(ValueError, match="closure"):
         ZOSGD(torch.nn.Linear(2, 2).parameters()).step()
+
+
+def test_a_dense_step_draws_noise_three_times_not_four(monkeypatch):
+    """Restore and update share one draw: +εz, −2εz, then (restore + update) per tensor."""
+    import zolightning.functional.directions as directions
+
+    drawn = []
+    original = directions.fill_noise_
+    monkeypatch.setattr(directions, "fill_noise_", lambda out, *a, **k: drawn.append(out.numel()) or original(out, *a, **k))
+    layer = torch.nn.Linear(7, 5)
+    optimizer = ZOSGD(layer.parameters(), lr=0.1)
+    optimizer.step(lambda: layer.weight.pow(2).sum(), restore="arithmetic")
+    assert sum(drawn) == 3 * (7 * 5 + 5)
+
+
+def test_a_skipped_non_finite_step_still_restores_the_weights():
+    layer = torch.nn.Linear(4, 3)
+    before = [p.detach().clone() for p in layer.parameters()]
+    optimizer = ZOSGD(layer.parameters(), lr=0.1)
+    optimizer.step(lambda: torch.tensor(float("inf")), restore="arithmetic")
+    for p, b in zip(layer.parameters(), before):
+        torch.testing.assert_close(p, b, rtol=0, atol=1e-6)

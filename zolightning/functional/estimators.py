@@ -35,6 +35,8 @@ class TwoPointEstimate:
         loss_minus: L(θ − εz), a 0-dim fp32 tensor (after ``reduce``).
         forward_seconds: wall time spent inside the loss function (both forwards).
         total_seconds: wall time of the whole estimate (forwards + perturbation + restore).
+        pending_offset: where the weights were left, in units of εz: 0 (restored), or −1 when the caller asked to
+            fuse the restore with its update (``defer_restore``) and must add +εz itself.
     """
 
     seed: int
@@ -42,6 +44,7 @@ class TwoPointEstimate:
     loss_minus: Tensor
     forward_seconds: float = 0.0
     total_seconds: float = 0.0
+    pending_offset: float = 0.0
 
     @property
     def half_difference(self) -> Tensor:
@@ -97,6 +100,7 @@ def two_point_estimate(
     *,
     restore: RestoreMode = "auto",
     reduce: Reduce | None = None,
+    defer_restore: bool = False,
 ) -> TwoPointEstimate:
     """Evaluate the loss at θ + εz and θ − εz and return with θ restored.
 
@@ -108,14 +112,18 @@ def two_point_estimate(
             tensors, exact in any dtype), or ``auto`` (snapshot only below fp32).
         reduce: applied to the stacked ``[L+, L−]`` (shape (2,)) before the estimate is formed, e.g. a mean over
             data-parallel ranks so that every rank sees the same losses.
+        defer_restore: with an arithmetic restore, leave the weights at θ − εz on success (``pending_offset = −1``)
+            so that the update can restore and move each tensor with one noise draw instead of two.
 
-    The weights are restored in a ``finally``: an exception in either forward leaves them as they were.
+    The weights are restored in a ``finally`` on any exception (in either forward or in ``reduce``): a failed
+    estimate leaves them as they were.
     """
     mode = resolve_restore_mode(plan, restore)
     saved = snapshot(plan) if mode == "snapshot" else None
     started = time.perf_counter()
     forward_seconds = 0.0
     offset = 0.0  # where the weights are now, in units of εz
+    keep_offset = False
     try:
         perturb_(plan, seed, +1.0)
         offset = 1.0
@@ -127,21 +135,22 @@ def two_point_estimate(
         tick = time.perf_counter()
         loss_minus = evaluate_loss(loss_fn)
         forward_seconds += time.perf_counter() - tick
+        losses = torch.stack([loss_plus, loss_minus])
+        if reduce is not None:
+            losses = reduce(losses).float()
+        keep_offset = defer_restore and saved is None
     finally:
-        if offset != 0.0 or saved is not None:
-            if saved is not None:
-                restore_(plan, saved)
-            else:
-                perturb_(plan, seed, -offset)
-    losses = torch.stack([loss_plus, loss_minus])
-    if reduce is not None:
-        losses = reduce(losses).float()
+        if saved is not None:
+            restore_(plan, saved)
+        elif offset != 0.0 and not keep_offset:
+            perturb_(plan, seed, -offset)
     return TwoPointEstimate(
         seed=seed,
         loss_plus=losses[0],
         loss_minus=losses[1],
         forward_seconds=forward_seconds,
         total_seconds=time.perf_counter() - started,
+        pending_offset=offset if keep_offset else 0.0,
     )
 
 

@@ -9,7 +9,7 @@ direction, on top of a function in :mod:`zolightning.functional`.
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -18,7 +18,7 @@ from torch.optim import Optimizer
 
 from zolightning.functional.estimators import Reduce, RestoreMode, TwoPointEstimate, two_point_estimate
 from zolightning.functional.noise import step_seed
-from zolightning.functional.perturbation import ActiveTensor, PerturbationPlan
+from zolightning.functional.perturbation import ActiveTensor, PerturbationPlan, perturb_
 from zolightning.functional.structure import TrainableTensor, dense_structure
 
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
@@ -79,6 +79,7 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
         check_positive(defaults["eps"], "eps", "It is the perturbation scale ε; MeZO uses 1e-3 for full fine-tuning.")
         check_non_negative(defaults.get("weight_decay", 0.0), "weight_decay")
         super().__init__(params, defaults)
+        self._restored: set[int] = set()
         self.zo_steps = 0
         self.last_estimate: TwoPointEstimate | None = None
 
@@ -120,16 +121,41 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
             seed = step_seed(self.defaults.get("seed", 0), self.zo_steps)
         if plan is None:
             plan = self.dense_plan()
-        estimate = two_point_estimate(closure, plan, seed, restore=restore, reduce=reduce)
+        estimate = two_point_estimate(closure, plan, seed, restore=restore, reduce=reduce, defer_restore=True)
         self.last_estimate = estimate
-        if estimate.is_finite:
-            self._update(plan, estimate)
+        self._restored: set[int] = set()
+        try:
+            if estimate.is_finite:
+                self._update(plan, estimate)
+        finally:
+            self._finish_restore(plan, estimate)
         self.zo_steps += 1
         return estimate.loss
 
+    def directions(self, plan: PerturbationPlan, estimate: TwoPointEstimate) -> Iterator[tuple[ActiveTensor, Tensor]]:
+        """Each planned tensor with its z at ``estimate.seed``, for :meth:`_update` to move along.
+
+        When the estimate left a restore pending, the tensor is restored here first, so that restore and update share
+        one noise draw (three passes of noise per step instead of MeZO's four).
+        """
+        for entry in plan:
+            z = entry.direction_at(estimate.seed)
+            if estimate.pending_offset and id(entry) not in self._restored:
+                entry.param.add_(z.to(entry.param.dtype), alpha=-estimate.pending_offset * entry.eps)
+                self._restored.add(id(entry))
+            yield entry, z
+
+    def _finish_restore(self, plan: PerturbationPlan, estimate: TwoPointEstimate) -> None:
+        """Restore every tensor the update did not reach (a skipped step, or an update that raised)."""
+        if estimate.pending_offset:
+            rest = [entry for entry in plan if id(entry) not in self._restored]
+            perturb_(rest, estimate.seed, -estimate.pending_offset)
+        torch.clear_autocast_cache()
+
     @abstractmethod
     def _update(self, plan: PerturbationPlan, estimate: TwoPointEstimate) -> None:
-        """Move the plan's tensors along their directions at ``estimate.seed``; subclasses define how."""
+        """Move the plan's tensors along their directions; subclasses define how, iterating over
+        :meth:`directions` (which also completes any pending restore)."""
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()

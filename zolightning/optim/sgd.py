@@ -45,13 +45,13 @@ class ZOSGD(ZOOptimizer):
     def _update(self, plan: PerturbationPlan, estimate: TwoPointEstimate) -> None:
         groups = self.group_of()
         half_difference = float(estimate.half_difference)
-        for entry in plan:
+        for entry, z in self.directions(plan, estimate):
             group = groups[id(entry.param)]
             decays = group["decay_1d"] or entry.param.dim() > 1
             state = self.state[entry.param] if group["momentum"] > 0 else None
             buffer = zo_sgd_update_(
                 entry.param,
-                entry.direction_at(estimate.seed),
+                z,
                 half_difference / entry.eps,
                 lr=group["lr"] * entry.lr_scale,
                 weight_decay=group["weight_decay"] if decays else 0.0,

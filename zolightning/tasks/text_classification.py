@@ -23,18 +23,24 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from torchmetrics.classification import MulticlassAccuracy
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 from typing_extensions import override
 
 from zolightning.config import ZOConfig
-from zolightning.module import ZOLightningModule
 from zolightning.tasks.batching import Batch, PadCollator, TokenizedTexts
+from zolightning.tasks.classifier import ZOClassifier
 from zolightning.tasks.datasets import DATASETS, DatasetSplits, load_dataset, stratified_split
 from zolightning.tasks.resources import minilm_dir
 from zolightning.tasks.trainable import apply_trainable, parse_trainable
 
-__all__ = ["SequenceClassificationTask", "TextClassificationDataModule", "mean_pool"]
+__all__ = [
+    "SequenceClassificationTask",
+    "TextClassificationDataModule",
+    "build_encoder",
+    "load_tokenizer",
+    "mean_pool",
+    "special_token_frame",
+]
 
 
 def _check_positive_int(value: Any, name: str, allow_none: bool = False) -> None:
@@ -61,6 +67,8 @@ class TextClassificationDataModule(LightningDataModule):
         seed: seeds the split and the training loader's shuffling (default 0).
         num_workers: ``DataLoader`` workers (default 0: tokenized data is in memory, batches are cheap).
         padding_side: ``"right"`` for encoders (default), ``"left"`` for causal LMs.
+        template: how a text becomes the model's input, with ``{text}`` where the text goes (default ``"{text}"``);
+            e.g. ``"{text} It was"`` for MeZO-style prompting. Only the text is truncated, never the template.
 
     Batches are dicts: ``input_ids`` and ``attention_mask`` (LongTensor ``[B, T]``, ``T`` ≤ ``max_length``, padded to
     the batch's longest text) and ``labels`` (LongTensor ``[B]``). :attr:`class_names` and :attr:`num_classes` are
@@ -81,6 +89,7 @@ class TextClassificationDataModule(LightningDataModule):
         seed: int = 0,
         num_workers: int = 0,
         padding_side: Literal["right", "left"] = "right",
+        template: str = "{text}",
     ) -> None:
         super().__init__()
         if dataset not in DATASETS:
@@ -97,6 +106,8 @@ class TextClassificationDataModule(LightningDataModule):
                 raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
         if padding_side not in ("right", "left"):
             raise ValueError(f"`padding_side` must be 'right' or 'left', got {padding_side!r}.")
+        if not isinstance(template, str) or template.count("{text}") != 1:
+            raise ValueError(f"`template` must contain '{{text}}' exactly once, got {template!r}.")
         self.save_hyperparameters()
         self.dataset_name = dataset
         self.tokenizer_path = tokenizer
@@ -106,6 +117,7 @@ class TextClassificationDataModule(LightningDataModule):
         self.seed = seed
         self.num_workers = num_workers
         self.padding_side = padding_side
+        self.template = template
         self.splits: DatasetSplits | None = None
         self.tokenizer: PreTrainedTokenizerBase | None = None
         self.datasets: dict[str, TokenizedTexts] = {}
@@ -126,9 +138,10 @@ class TextClassificationDataModule(LightningDataModule):
         return self.splits
 
     def load_tokenizer(self) -> PreTrainedTokenizerBase:
-        """The tokenizer from :attr:`tokenizer_path` (default MiniLM's), with a pad token (EOS if it had none)."""
+        """The tokenizer from :attr:`tokenizer_path` (default MiniLM's), with a pad token (EOS if it had none).
+        The path may be a model folder or a ``.gguf`` file (read with the ``gguf`` package)."""
         path = Path(self.tokenizer_path) if self.tokenizer_path is not None else minilm_dir()
-        tokenizer = AutoTokenizer.from_pretrained(path)
+        tokenizer = load_tokenizer(path)
         if tokenizer.pad_token_id is None:
             if tokenizer.eos_token is None:
                 raise ValueError(f"The tokenizer at {path} has neither a pad nor an EOS token to pad with.")
@@ -136,11 +149,23 @@ class TextClassificationDataModule(LightningDataModule):
         return tokenizer
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
-        """Token ids of ``texts``, truncated to ``max_length`` (special tokens included)."""
-        assert self.tokenizer is not None
+        """Token ids of ``template`` filled with each text, at most ``max_length`` of them (special tokens
+        included): the text is truncated so that the template's prefix, suffix and special tokens always fit."""
+        tokenizer = self.tokenizer
+        assert tokenizer is not None
         if not texts:
             return []
-        return self.tokenizer(texts, truncation=True, max_length=self.max_length)["input_ids"]
+        prefix, suffix = self.template.split("{text}")
+        pieces = [tokenizer(part, add_special_tokens=False)["input_ids"] if part else [] for part in (prefix, suffix)]
+        budget = self.max_length - tokenizer.num_special_tokens_to_add() - len(pieces[0]) - len(pieces[1])
+        if budget < 1:
+            raise ValueError(
+                f"`max_length={self.max_length}` leaves no room for the text after the template {self.template!r} "
+                "and the special tokens; raise it."
+            )
+        bodies = tokenizer(texts, add_special_tokens=False, truncation=True, max_length=budget)["input_ids"]
+        lead, trail = special_token_frame(tokenizer)
+        return [lead + pieces[0] + body + pieces[1] + trail for body in bodies]
 
     @override
     def setup(self, stage: str | None = None) -> None:
@@ -193,6 +218,30 @@ class TextClassificationDataModule(LightningDataModule):
         return self._loader("test", self.eval_batch_size, shuffle=False)
 
 
+def special_token_frame(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
+    """The special token ids the tokenizer puts before and after a single text (BERT: ``[CLS]`` / ``[SEP]``;
+    many causal LMs: a BOS or nothing), found by tokenizing a probe text with and without them."""
+    probe = "a b"
+    bare = tokenizer(probe, add_special_tokens=False)["input_ids"]
+    full = tokenizer(probe, add_special_tokens=True)["input_ids"]
+    for start in range(len(full) - len(bare) + 1):
+        if full[start : start + len(bare)] == bare:
+            return list(full[:start]), list(full[start + len(bare) :])
+    raise ValueError(f"Cannot tell where {type(tokenizer).__name__} puts its special tokens.")
+
+
+def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
+    """``AutoTokenizer`` from a local model folder, or from a ``.gguf`` file (its folder plus ``gguf_file``)."""
+    path = Path(path)
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"No GGUF file at {path}.")
+        return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    if not path.is_dir():
+        raise FileNotFoundError(f"No tokenizer folder at {path}; it must be local (nothing is downloaded).")
+    return AutoTokenizer.from_pretrained(path)
+
+
 def mean_pool(hidden: Tensor, attention_mask: Tensor) -> Tensor:
     """Mean of ``hidden`` (``[B, T, H]``) over the positions where ``attention_mask`` (``[B, T]``) is 1 → ``[B, H]``."""
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
@@ -218,7 +267,7 @@ def build_encoder(encoder: str | None, encoder_config: PretrainedConfig | Mappin
     return AutoModel.from_pretrained(path)
 
 
-class SequenceClassificationTask(ZOLightningModule):
+class SequenceClassificationTask(ZOClassifier):
     """Encoder → pooled features → linear head → class logits, trained with zeroth-order steps.
 
     Args:
@@ -235,14 +284,19 @@ class SequenceClassificationTask(ZOLightningModule):
             MiniLM ends with this normalisation), so that features have unit length whatever the encoder.
         logit_scale: the head's logits are ``logit_scale · (W f + b)`` (default 1). With unit-length features a scale
             above 1 lets small ZO moves of ``W`` change predictions (cf. a softmax temperature).
+        cache_frozen_features: when no encoder parameter is trainable (``trainable="head"``), compute the batch's
+            encoder features once per training step and reuse them for the second ZO evaluation (default ``True``).
+            Both evaluations see the same batch through the same frozen encoder, so the losses are unchanged and a
+            step costs one encoder forward instead of two. The cache holds one batch's features (``[B, H]``) and is
+            cleared after every training batch. (With ``zo.eval_mode=False`` both evaluations then share one dropout
+            mask.)
         zo: the ZO step's settings (:class:`~zolightning.ZOConfig`).
 
     Shapes: ``forward(input_ids [B, T], attention_mask [B, T]) → logits [B, C]``. The head's weight starts as
     N(0, 0.02²) (from torch's global RNG: ``seed_everything`` fixes it), its bias at 0, as in Hugging Face heads.
 
-    Logged: ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc`` (micro accuracy, torchmetrics), besides the ZO
-    step's ``train/*`` metrics. Implements the held-out evaluation protocol: :meth:`predict_labels` and
-    :meth:`target_labels`.
+    Logged (see :class:`~zolightning.tasks.ZOClassifier`): ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc``,
+    besides the ZO step's ``train/*`` metrics. Implements the held-out evaluation protocol (:meth:`predict_labels`).
     """
 
     head_prefixes = ("head.",)
@@ -256,12 +310,10 @@ class SequenceClassificationTask(ZOLightningModule):
         pooling: Literal["mean", "cls"] = "mean",
         normalize: bool = True,
         logit_scale: float = 1.0,
+        cache_frozen_features: bool = True,
         zo: ZOConfig | None = None,
     ) -> None:
-        super().__init__(zo=zo)
-        _check_positive_int(num_classes, "num_classes")
-        if num_classes < 2:
-            raise ValueError(f"`num_classes` must be at least 2, got {num_classes}.")
+        super().__init__(num_classes, zo=zo)
         if pooling not in ("mean", "cls"):
             raise ValueError(f"`pooling` must be 'mean' or 'cls', got {pooling!r}.")
         if not logit_scale > 0:
@@ -276,13 +328,15 @@ class SequenceClassificationTask(ZOLightningModule):
         self.head = nn.Linear(hidden, num_classes)
         nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
-        self.num_classes = num_classes
         self.pooling = pooling
         self.normalize = normalize
         self.logit_scale = float(logit_scale)
+        self.cache_frozen_features = cache_frozen_features
+        self._feature_cache: tuple[tuple[int, int, int], Tensor] | None = None
         self.trainable_names = apply_trainable(self, trainable, self.head_prefixes)
-        self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
-        self.test_accuracy = MulticlassAccuracy(num_classes, average="micro")
+        # `from_pretrained` leaves the encoder in eval mode; start in train mode like any LightningModule (the ZO
+        # step still evaluates in eval mode when `zo.eval_mode`, and validation is in eval mode anyway).
+        self.train()
 
     def features(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
         """Pooled (and, with ``normalize``, unit-length) encoder features ``[B, H]``."""
@@ -295,45 +349,27 @@ class SequenceClassificationTask(ZOLightningModule):
         """Class logits ``[B, C]``."""
         return self.logit_scale * self.head(self.features(input_ids, attention_mask))
 
-    def _logits(self, batch: Batch) -> Tensor:
+    @override
+    def logits(self, batch: Batch) -> Tensor:
+        """Class logits ``[B, C]`` of a batch."""
         return self(batch["input_ids"], batch["attention_mask"])
 
-    @override
-    def setup(self, stage: str) -> None:
-        super().setup(stage)
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        data_classes = getattr(datamodule, "num_classes", None) if datamodule is not None else None
-        if data_classes is not None and data_classes != self.num_classes:
-            raise ValueError(
-                f"The model has num_classes={self.num_classes} but the data module's dataset has {data_classes} "
-                f"classes ({getattr(datamodule, 'class_names', '?')}); set `model.init_args.num_classes` to match."
-            )
+    def encoder_is_frozen(self) -> bool:
+        """Whether no encoder parameter is trainable."""
+        return not any(p.requires_grad for p in self.encoder.parameters())
 
     @override
-    def training_step(self, batch: Batch, batch_idx: int) -> Tensor:
-        """Mean cross-entropy of the batch (what the ZO step evaluates at θ ± εz)."""
-        return F.cross_entropy(self._logits(batch), batch["labels"])
+    def training_logits(self, batch: Batch) -> Tensor:
+        """Logits for ``training_step``: features from the per-step cache when the encoder is frozen (see
+        ``cache_frozen_features``)."""
+        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
+        if not (self.cache_frozen_features and self.encoder_is_frozen()):
+            return self(input_ids, attention_mask)
+        key = (id(input_ids), input_ids.data_ptr(), input_ids._version)
+        if self._feature_cache is None or self._feature_cache[0] != key:
+            self._feature_cache = (key, self.features(input_ids, attention_mask).detach())
+        return self.logit_scale * self.head(self._feature_cache[1])
 
     @override
-    def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        logits = self._logits(batch)
-        size = batch["labels"].shape[0]
-        self.log("val/loss", F.cross_entropy(logits, batch["labels"]), prog_bar=True, batch_size=size)
-        self.val_accuracy(logits.argmax(dim=-1), batch["labels"])
-        self.log("val/acc", self.val_accuracy, prog_bar=True, batch_size=size)
-
-    @override
-    def test_step(self, batch: Batch, batch_idx: int) -> None:
-        logits = self._logits(batch)
-        size = batch["labels"].shape[0]
-        self.log("test/loss", F.cross_entropy(logits, batch["labels"]), batch_size=size)
-        self.test_accuracy(logits.argmax(dim=-1), batch["labels"])
-        self.log("test/acc", self.test_accuracy, batch_size=size)
-
-    def predict_labels(self, batch: Batch) -> Tensor:
-        """Predicted class per example (LongTensor ``[B]``): the held-out evaluation protocol."""
-        return self._logits(batch).argmax(dim=-1)
-
-    def target_labels(self, batch: Batch) -> Tensor:
-        """True class per example (LongTensor ``[B]``)."""
-        return batch["labels"]
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        self._feature_cache = None

@@ -69,7 +69,8 @@ def select_trainable(model: nn.Module, choice: str, head_prefixes: tuple[str, ..
         chosen.update(names)
     if "head" in parts:
         if not head_prefixes:
-            raise ValueError(f"{type(model).__name__} has no head; choose from {[p for p in TRAINABLE_PARTS if p != 'head']}.")
+            others = [part for part in TRAINABLE_PARTS if part != "head"]
+            raise ValueError(f"{type(model).__name__} has no head; choose from {others}.")
         chosen.update(name for name in names if name.startswith(head_prefixes))
     if "norms" in parts:
         for module_name, module in model.named_modules():

