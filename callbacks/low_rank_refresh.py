@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
-
 import lightning.pytorch as pl
 from typing_extensions import override
 
@@ -41,12 +38,3 @@ class LowRankRefresh(StructureCallback):
     def build(self, trainer: pl.Trainer, pl_module: ZOLightningModule) -> LowRankDirections:
         seed = pl_module.zo_config.seed if self.seed is None else self.seed
         return LowRankDirections(self.rank, self.refresh_interval, self.mode, seed, pl_module.zo_config.distribution)
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return self.installed().state_dict() if self._module is not None else dict(self._pending_state or {})
-
-    def _apply_state(self, state: Mapping[str, Any]) -> None:
-        assert self._module is not None
-        devices = {name: p.device for name, p in self._module.named_parameters()}
-        self.installed().load_state_dict(state, devices)

@@ -2,22 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Literal
 
 import lightning.pytorch as pl
 from typing_extensions import override
 
 from zolightning.callbacks.structure_callback import StructureCallback
-from zolightning.functional.masked import (
-    SCOPES,
-    STORAGES,
-    Criterion,
-    SparseDirections,
-    check_criterion,
-    check_interval,
-    check_sparsity,
-)
+from zolightning.functional.masked import Criterion, SparseDirections, check_sparse_options
 from zolightning.module import ZOLightningModule
 
 
@@ -48,13 +39,7 @@ class SparsityMask(StructureCallback):
         seed: int | None = None,
     ) -> None:
         super().__init__()
-        check_sparsity(sparsity)
-        check_criterion(criterion)
-        check_interval(refresh_interval, "refresh_interval")
-        if scope not in SCOPES:
-            raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
-        if storage not in STORAGES:
-            raise ValueError(f"`storage` must be one of {STORAGES}, got {storage!r}.")
+        check_sparse_options(sparsity, criterion, refresh_interval, scope, storage)
         self.sparsity = sparsity
         self.criterion: Criterion = criterion
         self.refresh_interval = refresh_interval
@@ -69,12 +54,3 @@ class SparsityMask(StructureCallback):
             self.sparsity, self.criterion, self.refresh_interval, self.scope, self.storage, seed,
             pl_module.zo_config.distribution,
         )
-
-    @override
-    def state_dict(self) -> dict[str, Any]:
-        return self.installed().state_dict() if self._module is not None else dict(self._pending_state or {})
-
-    def _apply_state(self, state: Mapping[str, Any]) -> None:
-        assert self._module is not None
-        devices = {name: p.device for name, p in self._module.named_parameters()}
-        self.installed().load_state_dict(state, devices)

@@ -20,7 +20,8 @@ class StructureCallback(Callback):
     """Installs a selection (which tensors are active) or a direction rule (how z is formed) on a
     :class:`~zolightning.ZOLightningModule` in ``setup``, and refuses a second callback claiming the same part.
 
-    Subclasses set :attr:`part` and implement :meth:`build`, :meth:`state_dict` and :meth:`load_state_dict`.
+    Subclasses set :attr:`part` and implement :meth:`build`. State is the installed part's ``state_dict`` unless a
+    subclass keeps its own (override :meth:`state_dict` and :meth:`_apply_state`).
     """
 
     part: ClassVar[str]
@@ -61,9 +62,18 @@ class StructureCallback(Callback):
     def build(self, trainer: pl.Trainer, pl_module: ZOLightningModule) -> Any:
         """The part to install (a ``TensorSelection`` or a ``DirectionRule``)."""
 
-    @abstractmethod
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        """The installed part's own ``state_dict`` (a direction rule's masks or factors, by parameter name)."""
+        if self._module is None:
+            return dict(self._pending_state or {})
+        return self.installed().state_dict()
+
     def _apply_state(self, state: Mapping[str, Any]) -> None:
-        """Load checkpointed state into the installed part."""
+        """Load checkpointed state into the installed part, placing tensors on their parameters' devices."""
+        assert self._module is not None
+        devices = {name: p.device for name, p in self._module.named_parameters()}
+        self.installed().load_state_dict(state, devices)
 
     @override
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:

@@ -122,13 +122,7 @@ class SparseDirections(DirectionRule):
         seed: int = 0,
         distribution: Distribution = "gaussian",
     ) -> None:
-        check_sparsity(sparsity)
-        check_criterion(criterion)
-        check_interval(refresh_interval, "refresh_interval")
-        if scope not in SCOPES:
-            raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
-        if storage not in STORAGES:
-            raise ValueError(f"`storage` must be one of {STORAGES}, got {storage!r}.")
+        check_sparse_options(sparsity, criterion, refresh_interval, scope, storage)
         check_distribution(distribution)
         self.sparsity = sparsity
         self.criterion: Criterion = criterion
@@ -197,6 +191,17 @@ class SparseDirections(DirectionRule):
 SCOPES: tuple[str, ...] = ("per-tensor", "global")
 STORAGES: tuple[str, ...] = ("mask", "recompute")
 _MASK_STREAM = 0x4D41534B
+
+
+def check_sparse_options(sparsity: float, criterion: str, refresh_interval: int, scope: str, storage: str) -> None:
+    """Raise a ``ValueError`` naming the first bad argument of :class:`SparseDirections`."""
+    check_sparsity(sparsity)
+    check_criterion(criterion)
+    check_interval(refresh_interval, "refresh_interval")
+    if scope not in SCOPES:
+        raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
+    if storage not in STORAGES:
+        raise ValueError(f"`storage` must be one of {STORAGES}, got {storage!r}.")
 
 
 def check_criterion(criterion: str) -> None:
