@@ -10,10 +10,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from zolightning.module import ZOLightningModule
-
-# Strategies that shard or re-own parameters: names and shapes are not the module's, or in-place edits are overwritten.
-UNSUPPORTED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
+from zolightning.module import SHARDED_STRATEGIES, ZOLightningModule
 
 
 class StructureCallback(Callback):
@@ -39,7 +36,7 @@ class StructureCallback(Callback):
                 f"module with `zolightning.as_zo`), got {type(pl_module).__name__}."
             )
         strategy = type(trainer.strategy).__name__
-        if strategy in UNSUPPORTED_STRATEGIES:
+        if strategy in SHARDED_STRATEGIES:
             raise ValueError(
                 f"{name} needs each parameter whole and under its own name, which {strategy} does not keep. "
                 "Use a single device or a DDP strategy ('ddp', 'ddp_spawn', 'ddp_fork')."

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.types import LRSchedulerConfig
 from torch import Tensor
 from typing_extensions import override
@@ -30,6 +31,10 @@ from zolightning.functional.perturbation import PerturbationPlan
 from zolightning.functional.structure import PerturbationStructure, dense_structure
 from zolightning.optim.optimizer import ZOOptimizer, trainable_tensors
 from zolightning.optim.sgd import ZOSGD
+
+
+# Strategies that shard parameters (FSDP, model parallel) or keep fp32 masters that overwrite in-place edits (DeepSpeed).
+SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
 
 
 def extract_loss(output: Any) -> Tensor:
@@ -104,6 +109,7 @@ class ZOLightningModule(LightningModule):
         self._zo_evaluating = False
         self._zo_log_buffer: list[tuple[str, Any, dict[str, Any]]] | None = None
         self._zo_names: dict[int, str] = {}
+        self._zo_checked = False
 
     # ----------------------------------------------------------------------------------------------- configuration
 
@@ -168,6 +174,7 @@ class ZOLightningModule(LightningModule):
         dict with ``"loss"`` replaced by it.
         """
         started = time.perf_counter()
+        self._check_trainer()
         wrapped = self.zo_optimizer()
         optimizer = wrapped.optimizer
         config = self.zo_config
@@ -338,3 +345,33 @@ class ZOLightningModule(LightningModule):
     def setup(self, stage: str) -> None:
         # The ZO settings are part of the run's hyperparameters (logged and checkpointed).
         self.hparams["zo"] = asdict(self.zo_config)
+        if stage == "fit":
+            self._check_trainer()
+
+    def _check_trainer(self) -> None:
+        """Strategy and precision checks, run at ``setup`` and again before the first step (in case a subclass
+        overrides ``setup`` without calling ``super().setup``)."""
+        if self._zo_checked:
+            return
+        self._zo_checked = True
+        trainer = self.trainer
+        strategy = type(trainer.strategy).__name__
+        if strategy in SHARDED_STRATEGIES:
+            raise ValueError(
+                f"ZO training does not support {strategy}: it shards or re-owns the parameters, so in-place "
+                "perturbations are lost or misplaced. Use a single device, DDP ('ddp', 'ddp_spawn', 'ddp_fork'), or "
+                "Hugging Face `device_map` placement on one process."
+            )
+        plugin = trainer.precision_plugin
+        if getattr(plugin, "scaler", None) is not None:
+            # A GradScaler protects gradients from underflow in backward; ZO has no backward, and the scaler's step
+            # asserts when no gradient was unscaled. Autocast itself stays on.
+            plugin.scaler = None
+            rank_zero_info("zolightning: ZO has no backward pass, so the 16-mixed GradScaler is disabled (autocast stays).")
+        if str(trainer.precision) in ("bf16-true", "16-true", "bf16", "16"):
+            rank_zero_warn(
+                f"precision={trainer.precision!r} keeps the weights themselves in half precision: the ZO step restores "
+                "them exactly from a snapshot, but an update smaller than half a unit in the last place rounds away "
+                "and the projected gradient is noisier (use a larger eps, e.g. 1e-2). Prefer 'bf16-mixed' or "
+                "'32-true' when the weights fit in fp32."
+            )

@@ -1,0 +1,57 @@
+"""ZO steps under the Trainer's precision settings (CPU: bf16 autocast, bf16 weights, a 16-mixed GradScaler)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.plugins.precision import MixedPrecision
+
+from tests.conftest import trainer_kwargs
+from tests.test_module import ZORegressor, regression_data
+
+
+class Recorder(ZORegressor):
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.estimates = []
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        self.estimates.append(self.zo_last_estimate)
+
+
+def test_the_two_losses_differ_under_bf16_mixed():
+    # Autocast caches the bf16 copy of each weight for the whole region; without clearing it after each
+    # perturbation, both forwards would see the same weights and every projected gradient would be 0.
+    model = Recorder(zo=dict(lr=0.004))
+    Trainer(max_steps=5, precision="bf16-mixed", **trainer_kwargs()).fit(model, regression_data())
+    assert all(float(e.loss_plus) != float(e.loss_minus) for e in model.estimates)
+
+
+def test_bf16_mixed_projected_gradients_track_fp32():
+    def projected(precision: str) -> torch.Tensor:
+        model = Recorder(zo=dict(lr=0.0, eps=1e-2))  # lr 0: every step estimates at the same weights
+        Trainer(max_steps=16, precision=precision, **trainer_kwargs()).fit(model, regression_data())
+        return torch.tensor([float(e.half_difference) for e in model.estimates])
+
+    full, half = projected("32-true"), projected("bf16-mixed")
+    correlation = torch.corrcoef(torch.stack([full, half]))[0, 1]
+    assert correlation > 0.9, float(correlation)
+
+
+def test_a_16_mixed_grad_scaler_is_disabled_and_training_runs():
+    plugin = MixedPrecision("16-mixed", "cpu", scaler=torch.amp.GradScaler("cpu"))
+    model = Recorder(zo=dict(lr=0.004))
+    trainer = Trainer(max_steps=3, plugins=[plugin], **trainer_kwargs())
+    trainer.fit(model, regression_data())
+    assert plugin.scaler is None and trainer.global_step == 3
+
+
+def test_bf16_true_weights_are_restored_exactly_and_warned_about():
+    model = Recorder(zo=dict(lr=0.0, eps=1e-2))
+    with pytest.warns(UserWarning, match="half precision"):
+        Trainer(max_steps=3, precision="bf16-true", **trainer_kwargs()).fit(model, regression_data())
+    assert model.net[0].weight.dtype == torch.bfloat16
+    reference = Recorder(zo=dict(lr=0.0)).to(torch.bfloat16)
+    for p, q in zip(model.parameters(), reference.parameters()):
+        assert torch.equal(p, q)  # lr 0: three steps of ±εz left the bf16 weights bit for bit as they were
