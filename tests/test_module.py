@@ -210,3 +210,29 @@ def test_training_step_must_return_a_loss():
 
     with pytest.raises(ValueError, match="without 'loss'"):
         Trainer(max_steps=1, **trainer_kwargs()).fit(NoLoss(), regression_data())
+
+
+def test_an_exception_in_the_second_forward_leaves_clean_weights_and_a_clean_exception_checkpoint(tmp_path):
+    from lightning.pytorch.callbacks import OnExceptionCheckpoint
+
+    class FailsLater(ZORegressor):
+        calls = 0
+
+        def training_step(self, batch, batch_idx):
+            FailsLater.calls += 1
+            if FailsLater.calls == 6:  # step 2's second forward, with the weights at θ − εz
+                raise RuntimeError("data error in the second forward")
+            return super().training_step(batch, batch_idx)
+
+        def on_train_batch_end(self, outputs, batch, batch_idx):
+            self.last_good = [p.detach().clone() for p in self.parameters()]
+
+    model = FailsLater(zo=dict(lr=0.004))
+    trainer = Trainer(max_steps=5, callbacks=[OnExceptionCheckpoint(tmp_path)], **trainer_kwargs(enable_checkpointing=True))
+    with pytest.raises(RuntimeError, match="second forward"):
+        trainer.fit(model, regression_data())
+    assert trainer.global_step == 2
+    saved = torch.load(tmp_path / "on_exception.ckpt", weights_only=True)["state_dict"]
+    for (name, p), good in zip(model.named_parameters(), model.last_good):
+        torch.testing.assert_close(p, good, rtol=0, atol=1e-6)  # fp32 rounding of +εz − εz, not a perturbation
+        torch.testing.assert_close(saved[name], good, rtol=0, atol=1e-6)
