@@ -27,6 +27,10 @@ class ZOConfig:
         restore: how weights come back after the two forwards: ``arithmetic``, ``snapshot`` (exact in any dtype,
             costs a copy of the perturbed tensors) or ``auto`` (snapshot below fp32; default).
         max_nonfinite: a step whose losses are not finite is skipped; this many in a row stop training (default 5).
+        num_directions: q directions per step, their estimates averaged (n-SPSA): 2q forwards a step (default 1).
+        query_parallel: under data parallelism, each rank estimates its own q directions on its own batch and every
+            rank applies all of them (world·q directions a step for the price of gathering 2·q losses per rank),
+            instead of averaging the losses of shared directions (default False).
     """
 
     seed: int = 0
@@ -37,6 +41,8 @@ class ZOConfig:
     distribution: Distribution = "gaussian"
     restore: RestoreMode = "auto"
     max_nonfinite: int = 5
+    num_directions: int = 1
+    query_parallel: bool = False
 
     def __post_init__(self) -> None:
         if not self.eps > 0:
@@ -51,6 +57,8 @@ class ZOConfig:
         check_distribution(self.distribution)
         if self.restore not in RESTORE_MODES:
             raise ValueError(f"`restore` must be one of {RESTORE_MODES}, got {self.restore!r}.")
+        if not (isinstance(self.num_directions, int) and self.num_directions >= 1):
+            raise ValueError(f"`num_directions` must be an integer >= 1, got {self.num_directions!r}.")
         if not (isinstance(self.max_nonfinite, int) and self.max_nonfinite >= 1):
             raise ValueError(f"`max_nonfinite` must be an integer >= 1, got {self.max_nonfinite!r}.")
 

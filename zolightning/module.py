@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
@@ -29,7 +29,7 @@ from zolightning.functional.estimators import RestoreMode, TwoPointEstimate, acc
 from zolightning.functional.noise import step_seed
 from zolightning.functional.perturbation import PerturbationPlan
 from zolightning.functional.structure import PerturbationStructure, dense_structure
-from zolightning.optim.optimizer import ZOOptimizer, trainable_tensors
+from zolightning.optim.optimizer import Gather, ZOOptimizer, trainable_tensors
 from zolightning.optim.sgd import ZOSGD
 
 
@@ -77,7 +77,8 @@ class ZOLightningModule(LightningModule):
     Attributes:
         zo_config: the resolved :class:`ZOConfig`.
         zo_structure: the perturbation structure (dense by default; the structure callbacks replace it).
-        zo_last_estimate: the :class:`~zolightning.functional.TwoPointEstimate` of the latest step.
+        zo_last_estimate: the first :class:`~zolightning.functional.TwoPointEstimate` of the latest step.
+        zo_last_estimates: all of the latest step's estimates (q directions; every rank's under query parallelism).
 
     The optimizer: ``configure_optimizers`` may return a ZO optimizer (``zolightning.optim``; the default is
     :class:`~zolightning.optim.ZOSGD` with ``zo.lr``/``zo.eps``/``zo.weight_decay``) or any ``torch.optim``
@@ -104,6 +105,7 @@ class ZOLightningModule(LightningModule):
         self.automatic_optimization = False
         self.zo_structure: PerturbationStructure = dense_structure(config.distribution)
         self.zo_last_estimate: TwoPointEstimate | None = None
+        self.zo_last_estimates: list[TwoPointEstimate] = []
         self.zo_nonfinite_steps = 0
         self._zo_nonfinite_streak = 0
         self._zo_evaluating = False
@@ -178,11 +180,21 @@ class ZOLightningModule(LightningModule):
         wrapped = self.zo_optimizer()
         optimizer = wrapped.optimizer
         config = self.zo_config
-        step = self.trainer.global_step
-        seed = step_seed(config.seed, step)
+        trainer = self.trainer
+        step = trainer.global_step
+        parallel = config.query_parallel and trainer.world_size > 1
+        # Direction j of the step has seed stream j; under query parallelism rank r owns directions r·q … r·q + q − 1,
+        # so every rank can name every direction without communicating seeds.
+        first = trainer.global_rank * config.num_directions if parallel else 0
+        seeds = [step_seed(config.seed, step, first + k) for k in range(config.num_directions)]
         plan = self.zo_plan(optimizer, step)
-        reduce = self._reduce_across_ranks if self.trainer.world_size > 1 else None
+        reduce = self._reduce_across_ranks if trainer.world_size > 1 and not parallel else None
+        gather = functools.partial(self._gather_across_ranks, step=step) if parallel else None
         restore = self.zo_structure.restore or config.restore
+        if parallel:
+            # Ranks perturb along different directions, and +εz − 2εz + εz rounds differently for each: only an exact
+            # restore keeps the replicas bitwise identical.
+            restore = "snapshot"
         last_output: list[Any] = [None]
 
         def evaluate() -> Tensor:
@@ -197,46 +209,72 @@ class ZOLightningModule(LightningModule):
         try:
             with self._evaluation_mode():
                 if isinstance(optimizer, ZOOptimizer):
-                    wrapped.step(closure=evaluate, seed=seed, plan=plan, reduce=reduce, restore=restore)
-                    estimate = optimizer.last_estimate
+                    wrapped.step(closure=evaluate, seed=seeds, plan=plan, reduce=reduce, restore=restore, gather=gather)
+                    estimates = optimizer.last_estimates
                 else:
-                    estimate = self._step_through_gradient(wrapped, evaluate, plan, seed, reduce, restore)
+                    estimates = self._step_through_gradient(wrapped, evaluate, plan, seeds, reduce, restore, gather)
         finally:
             logged, self._zo_log_buffer = self._zo_log_buffer, None
-        assert estimate is not None
-        self.zo_last_estimate = estimate
-        self._after_step(estimate, plan, optimizer, started)
+        self.zo_last_estimates = estimates
+        self.zo_last_estimate = estimates[0]
+        loss = torch.stack([estimate.loss for estimate in estimates]).mean()
+        self._after_step(estimates, loss, plan, optimizer, started)
         self._replay_logs(logged)
         output = last_output[0]
         if isinstance(output, Mapping):
-            return {**output, "loss": estimate.loss}
-        return estimate.loss
+            return {**output, "loss": loss}
+        return loss
 
     def _step_through_gradient(
         self,
         wrapped: LightningOptimizer,
         evaluate: Callable[[], Tensor],
         plan: PerturbationPlan,
-        seed: int,
+        seeds: list[int],
         reduce: Callable[[Tensor], Tensor] | None,
         restore: RestoreMode,
-    ) -> TwoPointEstimate:
+        gather: Gather | None,
+    ) -> list[TwoPointEstimate]:
         """Plain ``torch.optim`` path: the closure estimates, writes ``g·z`` into ``.grad``, the optimizer steps."""
         result: list[TwoPointEstimate] = []
 
         def closure() -> Tensor:
-            estimate = two_point_estimate(evaluate, plan, seed, restore=restore, reduce=reduce)
-            result.append(estimate)
-            if estimate.is_finite:
-                accumulate_gradient_(plan, estimate)
-            return estimate.loss
+            estimates = [two_point_estimate(evaluate, plan, seed, restore=restore, reduce=reduce) for seed in seeds]
+            if gather is not None:
+                estimates = list(gather(estimates))
+            result[:] = estimates
+            if all(estimate.is_finite for estimate in estimates):
+                for estimate in estimates:
+                    accumulate_gradient_(plan, estimate, weight=1.0 / len(estimates))
+            return torch.stack([estimate.loss for estimate in estimates]).mean()
 
         wrapped.zero_grad(set_to_none=True)
         try:
             wrapped.step(closure=closure)
         finally:
             wrapped.zero_grad(set_to_none=True)
-        return result[-1]
+        return result
+
+    def _gather_across_ranks(self, local: Sequence[TwoPointEstimate], step: int) -> list[TwoPointEstimate]:
+        """Query parallelism: every rank's (L+, L−) per direction, as estimates in rank-major order. Only the losses
+        travel (4 bytes × 2 × q per rank); each rank re-derives the seeds."""
+        losses = torch.stack([torch.stack([e.loss_plus, e.loss_minus]) for e in local]).to(self.device)
+        gathered = self.trainer.strategy.all_gather(losses).detach().float().cpu()  # (world, q, 2)
+        config, rank, q = self.zo_config, self.trainer.global_rank, len(local)
+        estimates = []
+        for r in range(gathered.shape[0]):
+            for k in range(q):
+                mine = local[k] if r == rank else None
+                estimates.append(
+                    TwoPointEstimate(
+                        seed=step_seed(config.seed, step, r * q + k),
+                        loss_plus=gathered[r, k, 0],
+                        loss_minus=gathered[r, k, 1],
+                        forward_seconds=mine.forward_seconds if mine else 0.0,
+                        total_seconds=mine.total_seconds if mine else 0.0,
+                    )
+                )
+        return estimates
 
     def _reduce_across_ranks(self, losses: Tensor) -> Tensor:
         reduced = self.trainer.strategy.reduce(losses.to(self.device), reduce_op="mean")
@@ -259,9 +297,15 @@ class ZOLightningModule(LightningModule):
     # ----------------------------------------------------------------------------------------------- after the step
 
     def _after_step(
-        self, estimate: TwoPointEstimate, plan: PerturbationPlan, optimizer: torch.optim.Optimizer, started: float
+        self,
+        estimates: Sequence[TwoPointEstimate],
+        loss: Tensor,
+        plan: PerturbationPlan,
+        optimizer: torch.optim.Optimizer,
+        started: float,
     ) -> None:
-        if estimate.is_finite:
+        estimate = estimates[0]
+        if all(e.is_finite for e in estimates):
             self._zo_nonfinite_streak = 0
         else:
             self.zo_nonfinite_steps += 1
@@ -275,13 +319,14 @@ class ZOLightningModule(LightningModule):
         self._step_schedulers("step")
         eps = plan[0].eps
         total = time.perf_counter() - started
+        forward = sum(e.forward_seconds for e in estimates)
         metrics = {
-            "train/loss": estimate.loss,
-            "train/projected_grad": estimate.half_difference / eps,
+            "train/loss": loss,
+            "train/projected_grad": torch.stack([e.half_difference for e in estimates]).mean() / eps,
             "train/lr": float(optimizer.param_groups[0]["lr"]),
             "train/eps": eps,
-            "train/time_forward": estimate.forward_seconds,
-            "train/time_perturb_update": max(total - estimate.forward_seconds, 0.0),
+            "train/time_forward": forward,
+            "train/time_perturb_update": max(total - forward, 0.0),
             "train/nonfinite_steps": float(self.zo_nonfinite_steps),
         }
         for name, value in metrics.items():

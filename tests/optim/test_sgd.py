@@ -126,3 +126,58 @@ def test_a_skipped_non_finite_step_still_restores_the_weights():
     optimizer.step(lambda: torch.tensor(float("inf")), restore="arithmetic")
     for p, b in zip(layer.parameters(), before):
         torch.testing.assert_close(p, b, rtol=0, atol=1e-6)
+
+
+def test_several_directions_update_along_their_average():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(5, 3)
+    x = torch.randn(12, 5)
+    optimizer = ZOSGD(layer.named_parameters(), lr=0.1, eps=1e-3)
+    plan = dense_structure().plan([TrainableTensor(n, p, 1e-3) for n, p in layer.named_parameters()], 0)
+    before = [p.detach().clone() for p in layer.parameters()]
+    optimizer.step(lambda: layer(x).pow(2).mean(), seed=[11, 22, 33], plan=plan)
+    estimates = optimizer.last_estimates
+    assert [e.seed for e in estimates] == [11, 22, 33]
+    for entry, b in zip(plan, before):
+        average = sum(e.projected_gradient(1e-3) * entry.direction_at(e.seed) for e in estimates) / 3
+        torch.testing.assert_close(entry.param - b, -0.1 * average, rtol=1e-4, atol=1e-6)
+
+
+def test_the_variance_of_the_estimate_falls_as_one_over_q():
+    """Measured: the averaged estimate's squared error against the true gradient shrinks about as 1/q."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(10, 1)
+    x = torch.randn(32, 10)
+    loss = lambda: layer(x).pow(2).mean()  # noqa: E731
+    loss().backward()
+    true = torch.cat([p.grad.flatten() for p in layer.parameters()])
+    error = {}
+    for q in (1, 4):
+        squared = []
+        for trial in range(150):
+            optimizer = ZOSGD(layer.parameters(), lr=0.0, eps=1e-4)
+            plan = optimizer.dense_plan()
+            optimizer.step(loss, seed=[trial * 10 + k for k in range(q)], plan=plan, restore="snapshot")
+            estimate = torch.cat([
+                sum(e.projected_gradient(1e-4) * entry.direction_at(e.seed) for e in optimizer.last_estimates).flatten() / q
+                for entry in plan
+            ])
+            squared.append(float((estimate - true).pow(2).sum()))
+        error[q] = sum(squared) / len(squared)
+    assert 2.5 < error[1] / error[4] < 6.0, error
+
+
+def test_a_gather_hook_makes_every_gathered_direction_count():
+    layer = torch.nn.Linear(4, 2)
+    optimizer = ZOSGD(layer.parameters(), lr=0.1)
+    other = []
+
+    def gather(local):
+        from zolightning.functional.estimators import TwoPointEstimate
+
+        remote = TwoPointEstimate(seed=999, loss_plus=torch.tensor(2.0), loss_minus=torch.tensor(1.0))
+        other.append(remote)
+        return [*local, remote]
+
+    optimizer.step(lambda: layer.weight.sum(), seed=5, gather=gather)
+    assert [e.seed for e in optimizer.last_estimates] == [5, 999]

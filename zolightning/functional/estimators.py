@@ -155,16 +155,16 @@ def two_point_estimate(
 
 
 @torch.no_grad()
-def accumulate_gradient_(plan: PerturbationPlan, estimate: TwoPointEstimate) -> None:
-    """Write the estimate ``(projected gradient)·z`` into ``.grad`` of the plan's tensors, so that any
-    ``torch.optim`` optimizer can step on it. Adds to an existing ``.grad``; allocates one otherwise.
+def accumulate_gradient_(plan: PerturbationPlan, estimate: TwoPointEstimate, weight: float = 1.0) -> None:
+    """Add the estimate ``weight·(projected gradient)·z`` to ``.grad`` of the plan's tensors, so that any
+    ``torch.optim`` optimizer can step on it (``weight`` = 1/q averages q directions). Allocates ``.grad`` if absent.
 
     Memory: one gradient tensor per planned parameter (the plan's size, i.e. a full model copy for a dense plan).
     """
     half_difference = float(estimate.half_difference)
     for entry in plan:
         z = entry.direction_at(estimate.seed)
-        coefficient = half_difference / entry.eps
+        coefficient = weight * half_difference / entry.eps
         grad = z.mul_(coefficient).to(entry.param.dtype)
         if entry.param.grad is None:
             entry.param.grad = grad

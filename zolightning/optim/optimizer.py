@@ -9,7 +9,7 @@ direction, on top of a function in :mod:`zolightning.functional`.
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -21,6 +21,7 @@ from zolightning.functional.noise import step_seed
 from zolightning.functional.perturbation import ActiveTensor, PerturbationPlan, perturb_
 from zolightning.functional.structure import TrainableTensor, dense_structure
 
+Gather = Callable[[Sequence[TwoPointEstimate]], Sequence[TwoPointEstimate]]
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
 
 
@@ -71,7 +72,8 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
     ``trainer.global_step``.
 
     Attributes:
-        last_estimate: the :class:`TwoPointEstimate` of the latest step (``None`` before the first).
+        last_estimate: the first :class:`TwoPointEstimate` of the latest step (``None`` before the first).
+        last_estimates: every direction's estimate of the latest step (all ranks' under ``gather``).
     """
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
@@ -82,6 +84,7 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
         self._restored: set[int] = set()
         self.zo_steps = 0
         self.last_estimate: TwoPointEstimate | None = None
+        self.last_estimates: list[TwoPointEstimate] = []
 
     def dense_plan(self) -> list[ActiveTensor]:
         """The MeZO plan: every trainable tensor, dense Gaussian noise, each group's ε."""
@@ -96,22 +99,27 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
         self,
         closure: Callable[[], Tensor | float] | None = None,
         *,
-        seed: int | None = None,
+        seed: int | Sequence[int] | None = None,
         plan: PerturbationPlan | None = None,
         reduce: Reduce | None = None,
         restore: RestoreMode = "auto",
+        gather: Gather | None = None,
     ) -> Tensor:
-        """One ZO step: estimate along a seeded direction, then update along the same direction.
+        """One ZO step: estimate along seeded directions, then update along the same directions.
 
         Args:
-            closure: returns the loss (a scalar) at the current weights; called twice.
-            seed: the step seed; by default derived from ``defaults["seed"]`` and this optimizer's step count.
+            closure: returns the loss (a scalar) at the current weights; called twice per direction.
+            seed: the step seed, or one seed per direction (q seeds: n-SPSA, the estimates averaged). By default one
+                direction seeded from ``defaults["seed"]`` and this optimizer's step count.
             plan: the tensors to perturb and how (default: every trainable tensor, dense Gaussian).
-            reduce: applied to the stacked losses ``[L+, L−]`` before the update, e.g. a mean over ranks.
+            reduce: applied to each direction's stacked losses ``[L+, L−]``, e.g. a mean over data-parallel ranks.
             restore: how θ is restored after the two forwards (see :func:`two_point_estimate`).
+            gather: maps this process's estimates to everyone's, in the same order on every process (query-parallel
+                data parallelism: each rank estimates its own directions and all ranks apply all of them).
 
         Returns:
-            (L+ + L−)/2, the loss at θ up to O(ε²). A step whose losses are not finite updates nothing.
+            The mean over directions of (L+ + L−)/2, the loss at θ up to O(ε²). If any loss is not finite, nothing is
+            updated (on every rank alike, since the gathered losses are the same everywhere).
         """
         if closure is None:
             raise ValueError(
@@ -119,31 +127,54 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
             )
         if seed is None:
             seed = step_seed(self.defaults.get("seed", 0), self.zo_steps)
+        seeds = [seed] if isinstance(seed, int) else list(seed)
+        if not seeds:
+            raise ValueError("`seed` must name at least one direction.")
         if plan is None:
             plan = self.dense_plan()
-        estimate = two_point_estimate(closure, plan, seed, restore=restore, reduce=reduce, defer_restore=True)
-        self.last_estimate = estimate
-        self._restored: set[int] = set()
+        # With one direction the restore is fused into the update; with several, each estimate restores at once.
+        fused = len(seeds) == 1 and gather is None
+        estimates = [
+            two_point_estimate(closure, plan, s, restore=restore, reduce=reduce, defer_restore=fused) for s in seeds
+        ]
+        pending = estimates[0]
+        if gather is not None:
+            estimates = list(gather(estimates))
+        self.last_estimates = estimates
+        self.last_estimate = estimates[0]
+        self._restored = set()
         try:
-            if estimate.is_finite:
-                self._update(plan, estimate)
+            if all(estimate.is_finite for estimate in estimates):
+                self._update(plan, estimates)
         finally:
-            self._finish_restore(plan, estimate)
+            self._finish_restore(plan, pending)
         self.zo_steps += 1
-        return estimate.loss
+        return torch.stack([estimate.loss for estimate in estimates]).mean()
 
-    def directions(self, plan: PerturbationPlan, estimate: TwoPointEstimate) -> Iterator[tuple[ActiveTensor, Tensor]]:
-        """Each planned tensor with its z at ``estimate.seed``, for :meth:`_update` to move along.
+    def directions(
+        self, plan: PerturbationPlan, estimates: Sequence[TwoPointEstimate]
+    ) -> Iterator[tuple[ActiveTensor, Tensor, float]]:
+        """Each planned tensor with a direction and its projected gradient, for :meth:`_update` to move along.
 
-        When the estimate left a restore pending, the tensor is restored here first, so that restore and update share
-        one noise draw (three passes of noise per step instead of MeZO's four).
+        One direction: ``(entry, z, g)`` with g = (L+ − L−)/2ε. When the estimate left a restore pending, the tensor is
+        restored here first, so that restore and update share one noise draw (three passes of noise per step instead
+        of MeZO's four). Several directions: ``(entry, (1/q)·Σₖ gₖ·zₖ, 1.0)``, the averaged estimate, built one tensor
+        at a time.
         """
+        half_differences = [float(estimate.half_difference) for estimate in estimates]
         for entry in plan:
-            z = entry.direction_at(estimate.seed)
-            if estimate.pending_offset and id(entry) not in self._restored:
-                entry.param.add_(z.to(entry.param.dtype), alpha=-estimate.pending_offset * entry.eps)
-                self._restored.add(id(entry))
-            yield entry, z
+            if len(estimates) == 1:
+                (estimate,) = estimates
+                z = entry.direction_at(estimate.seed)
+                if estimate.pending_offset and id(entry) not in self._restored:
+                    entry.param.add_(z.to(entry.param.dtype), alpha=-estimate.pending_offset * entry.eps)
+                    self._restored.add(id(entry))
+                yield entry, z, half_differences[0] / entry.eps
+                continue
+            combined = torch.zeros(entry.param.shape, dtype=torch.float32, device=entry.param.device)
+            for estimate, half_difference in zip(estimates, half_differences):
+                combined.add_(entry.direction_at(estimate.seed), alpha=half_difference / entry.eps / len(estimates))
+            yield entry, combined, 1.0
 
     def _finish_restore(self, plan: PerturbationPlan, estimate: TwoPointEstimate) -> None:
         """Restore every tensor the update did not reach (a skipped step, or an update that raised)."""
@@ -153,7 +184,7 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
         torch.clear_autocast_cache()
 
     @abstractmethod
-    def _update(self, plan: PerturbationPlan, estimate: TwoPointEstimate) -> None:
+    def _update(self, plan: PerturbationPlan, estimates: Sequence[TwoPointEstimate]) -> None:
         """Move the plan's tensors along their directions; subclasses define how, iterating over
         :meth:`directions` (which also completes any pending restore)."""
 

