@@ -236,3 +236,14 @@ def test_an_exception_in_the_second_forward_leaves_clean_weights_and_a_clean_exc
     for (name, p), good in zip(model.named_parameters(), model.last_good):
         torch.testing.assert_close(p, good, rtol=0, atol=1e-6)  # fp32 rounding of +εz − εz, not a perturbation
         torch.testing.assert_close(saved[name], good, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("momentum", [0.0, 0.9])
+def test_a_dense_run_resumed_from_a_checkpoint_ends_bitwise_equal(tmp_path, momentum):
+    from tests.callbacks.structure_helpers import LayeredModel, assert_resume_is_exact
+
+    class WithMomentum(LayeredModel):
+        def configure_optimizers(self):
+            return ZOSGD(self.parameters(), lr=0.003, momentum=momentum)
+
+    assert_resume_is_exact(lambda: [], tmp_path, model_factory=WithMomentum)

@@ -77,12 +77,17 @@ def fit(callbacks: list[Callback], steps: int, root: Path | None = None, ckpt_pa
     return model, trainer
 
 
-def assert_resume_is_exact(make_callbacks: Callable[[], list[Callback]], tmp_path: Path, steps: int = 9) -> None:
+def assert_resume_is_exact(
+    make_callbacks: Callable[[], list[Callback]],
+    tmp_path: Path,
+    steps: int = 9,
+    model_factory: Callable[[], ZOLightningModule] = LayeredModel,
+) -> None:
     """A run interrupted at step 3 and resumed from its checkpoint ends bitwise equal to an uninterrupted run."""
-    uninterrupted, _ = fit(make_callbacks(), steps)
-    fit(make_callbacks(), 3, root=tmp_path)
+    uninterrupted, _ = fit(make_callbacks(), steps, model_factory=model_factory)
+    fit(make_callbacks(), 3, root=tmp_path, model_factory=model_factory)
     checkpoint = tmp_path / "epoch=0-step=3.ckpt"
     torch.load(checkpoint, weights_only=True)  # everything saved loads under weights_only
-    resumed, trainer = fit(make_callbacks(), steps, ckpt_path=str(checkpoint))
+    resumed, trainer = fit(make_callbacks(), steps, ckpt_path=str(checkpoint), model_factory=model_factory)
     assert trainer.global_step == steps
     assert torch.equal(weights(resumed), weights(uninterrupted))
