@@ -37,6 +37,9 @@ def test_fit_without_a_config_runs_the_demo_config():
     assert with_default_config(["fit"]) == ["fit", "--config", str(DEFAULT_CONFIG)]
     assert with_default_config([]) == ["fit", "--config", str(DEFAULT_CONFIG)]
     assert with_default_config(["fit", "--config", "x.yaml"]) == ["fit", "--config", "x.yaml"]
+    assert with_default_config(["fit", "--trainer.max_steps", "5"]) == ["fit", "--config", str(DEFAULT_CONFIG), "--trainer.max_steps", "5"]
+    assert with_default_config(["fit", "--config=x.yaml"]) == ["fit", "--config=x.yaml"]
+    assert with_default_config(["validate", "-c", "x.yaml"]) == ["validate", "-c", "x.yaml"]
     assert DEFAULT_CONFIG.is_file()
 
 

@@ -39,10 +39,14 @@ class ZOLightningCLI(LightningCLI):
 
 
 def with_default_config(args: Sequence[str], default: Path = DEFAULT_CONFIG) -> list[str]:
-    """``["fit"]`` (or nothing) becomes ``["fit", "--config", default]``; anything else is left as given."""
+    """Nothing becomes ``["fit", "--config", default]``; ``fit`` without a ``--config`` gets ``default`` first, so that
+    ``fit --trainer.max_steps 100`` overrides the demo; anything else is left as given."""
     args = list(args)
-    if args in ([], ["fit"]):
+    if not args:
         return ["fit", "--config", str(default)]
+    has_config = any(arg in ("--config", "-c") or arg.startswith("--config=") for arg in args)
+    if args[0] == "fit" and not has_config:
+        return ["fit", "--config", str(default), *args[1:]]
     return args
 
 

@@ -1,0 +1,165 @@
+"""HeldOutEvaluation: before/after accuracy, logged, without touching the weights."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.loggers import Logger
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from tests.conftest import trainer_kwargs
+from zolightning import ZOConfig, ZOLightningModule
+from zolightning.callbacks import HeldOutEvaluation, LabelPredictor
+
+
+class RecordingLogger(Logger):
+    """Keeps every ``log_metrics`` call."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[dict[str, float], int | None]] = []
+
+    @property
+    def name(self) -> str:
+        return "recording"
+
+    @property
+    def version(self) -> int:
+        return 0
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        return None
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        self.calls.append((dict(metrics), step))
+
+
+def blobs(n: int = 96, seed: int = 0) -> TensorDataset:
+    """Three Gaussian blobs in 4-D: a linear classifier can learn them."""
+    generator = torch.Generator().manual_seed(seed)
+    labels = torch.arange(n) % 3
+    centres = torch.tensor([[3.0, 0, 0, 0], [0, 3.0, 0, 0], [0, 0, 3.0, 0]])
+    return TensorDataset(centres[labels] + torch.randn(n, 4, generator=generator), labels)
+
+
+class BlobData(LightningDataModule):
+    """Blobs for training (seed 0) and for validation and test (seed 1)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.train, self.test = blobs(seed=0), blobs(seed=1)
+
+    def train_dataloader(self) -> DataLoader:
+        return DataLoader(self.train, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(0))
+
+    def test_dataloader(self) -> DataLoader:
+        return DataLoader(self.test, batch_size=32)
+
+    val_dataloader = test_dataloader
+
+
+class Classifier(ZOLightningModule):
+    def __init__(self, lr: float = 0.05) -> None:
+        super().__init__(zo=ZOConfig(lr=lr, eps=1e-2))
+        torch.manual_seed(0)
+        self.net = nn.Sequential(nn.Linear(4, 8), nn.Dropout(0.5), nn.Linear(8, 3))
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return nn.functional.cross_entropy(self.net(x), y)
+
+    def predict_labels(self, batch) -> torch.Tensor:
+        return self.net(batch[0]).argmax(dim=-1)
+
+
+def fit(model: LightningModule, callback: HeldOutEvaluation, steps: int = 60) -> tuple[Trainer, RecordingLogger]:
+    logger = RecordingLogger()
+    trainer = Trainer(max_steps=steps, callbacks=[callback], limit_val_batches=0, **trainer_kwargs(logger=logger))
+    trainer.fit(model, datamodule=BlobData())
+    return trainer, logger
+
+
+def manual_accuracy(model: Classifier) -> float:
+    x, y = blobs(seed=1).tensors
+    model.eval()
+    with torch.no_grad():
+        return float((model.net(x).argmax(-1) == y).float().mean())
+
+
+def test_logs_accuracy_before_and_after_and_prints_a_summary(capsys):
+    model = Classifier()
+    expected_before = manual_accuracy(model)
+    model.train()
+    callback = HeldOutEvaluation()
+    trainer, logger = fit(model, callback)
+    logged = {name: (value, step) for metrics, step in logger.calls for name, value in metrics.items()}
+    assert logged["heldout/accuracy_before"] == (pytest.approx(expected_before), 0)
+    assert logged["heldout/accuracy_after"] == (pytest.approx(manual_accuracy(model)), 60)
+    assert logged["heldout/accuracy_gain"][0] == pytest.approx(callback.accuracy_after - callback.accuracy_before)
+    assert callback.accuracy_after > callback.accuracy_before + 0.2  # ZO training learned the blobs
+    assert float(trainer.callback_metrics["heldout/accuracy_after"]) == pytest.approx(callback.accuracy_after)
+    assert callback.examples == 96
+    out = capsys.readouterr().out
+    line = f"Held-out test accuracy (96 examples): {100 * expected_before:.2f}% -> {100 * callback.accuracy_after:.2f}%"
+    assert line in out and "after 60 steps" in out
+
+
+def test_evaluation_leaves_weights_bitwise_unchanged_and_restores_train_flags():
+    model = Classifier()
+    model.train()
+    model.net[0].eval()  # a mixed state must come back exactly; the dropout (net[1]) stays in train mode
+    flags = [m.training for m in model.modules()]
+    weights = {name: t.clone() for name, t in model.state_dict().items()}
+    callback = HeldOutEvaluation(split="val")
+    trainer = SimpleNamespace(datamodule=BlobData())
+    first = callback.evaluate(trainer, model)  # type: ignore[arg-type]
+    assert [m.training for m in model.modules()] == flags
+    second = callback.evaluate(trainer, model)  # type: ignore[arg-type]
+    assert [m.training for m in model.modules()] == flags
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, weights[name]), name
+    assert all(p.grad is None for p in model.parameters())
+    # Dropout was off during evaluation: both runs agree with a plain eval-mode computation.
+    assert first == second == pytest.approx(manual_accuracy(model))
+
+
+def test_max_batches_limits_the_evaluation():
+    callback = HeldOutEvaluation(max_batches=1)
+    callback.evaluate(SimpleNamespace(datamodule=BlobData()), Classifier())  # type: ignore[arg-type]
+    assert callback.examples == 32
+
+
+def test_a_module_without_predict_labels_is_refused_clearly():
+    class NoPredictions(LightningModule):
+        pass
+
+    assert isinstance(Classifier(), LabelPredictor) and not isinstance(NoPredictions(), LabelPredictor)
+    with pytest.raises(TypeError, match=r"implement `predict_labels\(batch\) -> LongTensor \[B\]`"):
+        HeldOutEvaluation().evaluate(SimpleNamespace(datamodule=BlobData()), NoPredictions())  # type: ignore[arg-type]
+
+
+def test_missing_loaders_are_reported():
+    trainer = SimpleNamespace(datamodule=None, val_dataloaders=None)
+    with pytest.raises(ValueError, match="needs a data module with `test_dataloader\\(\\)`"):
+        HeldOutEvaluation().evaluate(trainer, Classifier())  # type: ignore[arg-type]
+    trainer.val_dataloaders = BlobData().val_dataloader()
+    assert 0.0 <= HeldOutEvaluation("val").evaluate(trainer, Classifier()) <= 1.0  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(split="train"), "`split` must be 'test' or 'val'"),
+        (dict(max_batches=0), "`max_batches` must be a positive integer or None"),
+        (dict(max_batches=True), "`max_batches` must be a positive integer or None"),
+        (dict(prefix="a/b"), "`prefix` must be a non-empty string"),
+    ],
+)
+def test_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        HeldOutEvaluation(**kwargs)
