@@ -27,12 +27,13 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
+from transformers import AutoModelForCausalLM, PretrainedConfig
 from typing_extensions import override
 
 from zolightning.config import ZOConfig
 from zolightning.tasks.batching import Batch
 from zolightning.tasks.classifier import ZOClassifier
+from zolightning.tasks.model_config import resolve_model_config
 from zolightning.tasks.resources import smollm2_gguf
 from zolightning.tasks.text_classification import load_tokenizer
 from zolightning.tasks.trainable import apply_trainable, parse_trainable
@@ -48,13 +49,7 @@ def build_causal_lm(model: str | None, model_config: PretrainedConfig | Mapping[
     if model is not None and model_config is not None:
         raise ValueError("Give `model` (a pretrained model's folder or .gguf file) or `model_config`, not both.")
     if model_config is not None:
-        if isinstance(model_config, Mapping):
-            options = dict(model_config)
-            model_type = options.pop("model_type", None)
-            if model_type is None:
-                raise ValueError("`model_config` needs a 'model_type' (e.g. 'llama') to build the model from.")
-            model_config = AutoConfig.for_model(model_type, **options)
-        return AutoModelForCausalLM.from_config(model_config)
+        return AutoModelForCausalLM.from_config(resolve_model_config(model_config, "model_config", "llama"))
     path = Path(model) if model is not None else smollm2_gguf()
     if path.suffix == ".gguf":
         if not path.is_file():

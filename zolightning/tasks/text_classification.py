@@ -25,13 +25,14 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
+from transformers import AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 from typing_extensions import override
 
 from zolightning.config import ZOConfig
 from zolightning.tasks.batching import Batch, PadCollator, TokenizedTexts
 from zolightning.tasks.classifier import ZOClassifier
 from zolightning.tasks.datasets import DATASETS, DatasetSplits, load_dataset, stratified_split
+from zolightning.tasks.model_config import resolve_model_config
 from zolightning.tasks.resources import minilm_dir
 from zolightning.tasks.trainable import apply_trainable, parse_trainable
 
@@ -257,13 +258,7 @@ def build_encoder(encoder: str | None, encoder_config: PretrainedConfig | Mappin
     if encoder is not None and encoder_config is not None:
         raise ValueError("Give `encoder` (a pretrained model's folder) or `encoder_config` (random init), not both.")
     if encoder_config is not None:
-        if isinstance(encoder_config, Mapping):
-            options = dict(encoder_config)
-            model_type = options.pop("model_type", None)
-            if model_type is None:
-                raise ValueError("`encoder_config` needs a 'model_type' (e.g. 'bert') to build the encoder from.")
-            encoder_config = AutoConfig.for_model(model_type, **options)
-        return AutoModel.from_config(encoder_config)
+        return AutoModel.from_config(resolve_model_config(encoder_config, "encoder_config", "bert"))
     path = Path(encoder) if encoder is not None else minilm_dir()
     if not path.is_dir():
         raise FileNotFoundError(f"No model folder at {path}; `encoder` must be a local folder (nothing is downloaded).")
