@@ -53,7 +53,7 @@ def projected(model, inputs, seeds, eps, context: Callable[[], contextlib.Abstra
     values = []
     for seed in seeds:
         with context():
-            values.append(float(two_point_estimate(loss, plan, seed).half_difference) / eps)
+            values.append(float(two_point_estimate(loss, plan, seed).difference) / eps)
     return torch.tensor(values)
 
 

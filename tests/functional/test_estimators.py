@@ -100,7 +100,7 @@ def test_reduce_sees_both_losses_and_its_result_is_used():
 
     estimate = two_point_estimate(lambda: torch.nn.functional.cross_entropy(model(x), y), plan_for(model), 1, reduce=reduce)
     assert seen[0].shape == (2,)
-    assert float(estimate.half_difference) == 0.5
+    assert float(estimate.difference) == 0.5
 
 
 def test_a_non_scalar_loss_is_refused_with_the_fix():

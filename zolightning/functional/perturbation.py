@@ -57,15 +57,20 @@ def iter_directions(plan: PerturbationPlan, seed: int) -> Iterator[tuple[ActiveT
 
 
 @torch.no_grad()
-def perturb_(plan: PerturbationPlan, seed: int, scale: float) -> None:
-    """θᵢ ← θᵢ + scale·εᵢ·zᵢ for every tensor of the plan, in place.
+def move_(plan: PerturbationPlan, seed: int, coefficients: Sequence[float]) -> None:
+    """θᵢ ← θᵢ + cᵢ·zᵢ for every tensor of the plan, in place, with one coefficient per tensor (units of z).
 
     The autocast cache is cleared afterwards: autocast keys its cached low-precision copies of weights by tensor,
     not by version, so without this the next forward could run on the weights as they were before the move.
     """
-    for entry, z in iter_directions(plan, seed):
-        entry.param.add_(z.to(entry.param.dtype), alpha=scale * entry.eps)
+    for (entry, z), coefficient in zip(iter_directions(plan, seed), coefficients, strict=True):
+        entry.param.add_(z.to(entry.param.dtype), alpha=coefficient)
     torch.clear_autocast_cache()
+
+
+def perturb_(plan: PerturbationPlan, seed: int, scale: float) -> None:
+    """θᵢ ← θᵢ + scale·εᵢ·zᵢ for every tensor of the plan, in place (see :func:`move_`)."""
+    move_(plan, seed, [scale * entry.eps for entry in plan])
 
 
 def snapshot(plan: PerturbationPlan) -> list[Tensor]:

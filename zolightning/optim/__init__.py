@@ -1,6 +1,22 @@
 """Layer 2: zeroth-order optimizers with the ``torch.optim`` interface."""
 
+from zolightning.optim.adam import ZOAdam
+from zolightning.optim.conservative import ZOSGDCons
+from zolightning.optim.factory import OPTIMIZERS, OptimizerSpec, create_optimizer
+from zolightning.optim.hizoo import HiZOO
 from zolightning.optim.optimizer import ZOOptimizer, trainable_tensors
 from zolightning.optim.sgd import ZOSGD
+from zolightning.optim.sign import ZOSGDSign
 
-__all__ = ["ZOOptimizer", "ZOSGD", "trainable_tensors"]
+__all__ = [
+    "HiZOO",
+    "OPTIMIZERS",
+    "OptimizerSpec",
+    "ZOAdam",
+    "ZOOptimizer",
+    "ZOSGD",
+    "ZOSGDCons",
+    "ZOSGDSign",
+    "create_optimizer",
+    "trainable_tensors",
+]

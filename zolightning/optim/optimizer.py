@@ -16,12 +16,20 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from zolightning.functional.estimators import Reduce, RestoreMode, TwoPointEstimate, two_point_estimate
+from zolightning.functional.estimators import (
+    Reduce,
+    RestoreMode,
+    TwoPointEstimate,
+    average_estimates,
+    two_point_estimate,
+)
 from zolightning.functional.noise import step_seed
 from zolightning.functional.perturbation import ActiveTensor, PerturbationPlan, perturb_
 from zolightning.functional.structure import TrainableTensor, dense_structure
 
 Gather = Callable[[Sequence[TwoPointEstimate]], Sequence[TwoPointEstimate]]
+# (plan, seed) → estimate: replaces the two-point estimate (e.g. the forward gradient).
+EstimateFn = Callable[[PerturbationPlan, int], TwoPointEstimate]
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
 
 
@@ -85,6 +93,10 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
         self.zo_steps = 0
         self.last_estimate: TwoPointEstimate | None = None
         self.last_estimates: list[TwoPointEstimate] = []
+        self._clip: float | None = None
+        self._closure: Callable[[], Tensor | float] | None = None
+        self._reduce: Reduce | None = None
+        self._restore: RestoreMode = "auto"
 
     def dense_plan(self) -> list[ActiveTensor]:
         """The MeZO plan: every trainable tensor, dense Gaussian noise, each group's ε."""
@@ -93,6 +105,38 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
     def group_of(self) -> dict[int, dict[str, Any]]:
         """``id(param) → param group`` for every parameter."""
         return {id(param): group for group in self.param_groups for param in group["params"]}
+
+    # Whether the optimizer needs L(θ) besides L(θ ± εz) (HiZOO's curvature, ZO-SGD-Cons's comparison).
+    needs_center: bool = False
+    # Whether the optimizer supports several directions per step (or a gathered set of them).
+    supports_many_directions: bool = True
+
+    def prepare_plan(self, plan: PerturbationPlan) -> PerturbationPlan:
+        """The plan the step perturbs and updates along; a preconditioning optimizer (HiZOO) rescales the
+        directions here. The identity by default."""
+        return plan
+
+    @torch.no_grad()
+    def estimate(
+        self,
+        closure: Callable[[], Tensor | float],
+        *,
+        seed: int | Sequence[int] | None = None,
+        plan: PerturbationPlan | None = None,
+        reduce: Reduce | None = None,
+        restore: RestoreMode = "auto",
+        one_sided: bool = False,
+        estimate_fn: EstimateFn | None = None,
+    ) -> list[TwoPointEstimate]:
+        """The estimates of one micro-batch along the step's directions, θ restored and nothing updated.
+
+        Gradient accumulation: call this on micro-batches 1 … k−1 with the same seed(s) and plan, then :meth:`step`
+        on micro-batch k with ``accumulated=[those lists]``; the step averages every direction's losses over the k
+        micro-batches, which equals one estimate on a k× larger batch. Arguments are as for :meth:`step`.
+        """
+        seeds = self._seeds(seed)
+        plan = self.prepare_plan(self.dense_plan() if plan is None else plan)
+        return self._estimate(closure, seeds, plan, reduce, restore, one_sided, estimate_fn, fused=False)
 
     @torch.no_grad()
     def step(
@@ -104,76 +148,135 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
         reduce: Reduce | None = None,
         restore: RestoreMode = "auto",
         gather: Gather | None = None,
+        one_sided: bool = False,
+        clip: float | None = None,
+        estimate_fn: EstimateFn | None = None,
+        accumulated: Sequence[Sequence[TwoPointEstimate]] = (),
     ) -> Tensor:
         """One ZO step: estimate along seeded directions, then update along the same directions.
 
         Args:
-            closure: returns the loss (a scalar) at the current weights; called twice per direction.
+            closure: returns the loss (a scalar) at the current weights; called twice per direction (three times for
+                optimizers that need L(θ)). May be ``None`` only to apply ``accumulated`` estimates alone.
             seed: the step seed, or one seed per direction (q seeds: n-SPSA, the estimates averaged). By default one
                 direction seeded from ``defaults["seed"]`` and this optimizer's step count.
             plan: the tensors to perturb and how (default: every trainable tensor, dense Gaussian).
-            reduce: applied to each direction's stacked losses ``[L+, L−]``, e.g. a mean over data-parallel ranks.
-            restore: how θ is restored after the two forwards (see :func:`two_point_estimate`).
+            reduce: applied to each direction's stacked losses, e.g. a mean over data-parallel ranks.
+            restore: how θ is restored after the forwards (see :func:`two_point_estimate`).
             gather: maps this process's estimates to everyone's, in the same order on every process (query-parallel
                 data parallelism: each rank estimates its own directions and all ranks apply all of them).
+            one_sided: estimate from L(θ + εz) − L(θ) instead of L(θ ± εz).
+            clip: clip each direction's projected gradient g to [−clip, clip] before the update.
+            estimate_fn: ``(plan, seed) → TwoPointEstimate`` replacing the two-point estimate, e.g. the forward
+                gradient (:func:`~zolightning.functional.forward_gradient_estimate`); ``closure`` is then unused.
+            accumulated: earlier micro-batches' estimates of the same seeds (from :meth:`estimate`), averaged with
+                this one's.
 
         Returns:
-            The mean over directions of (L+ + L−)/2, the loss at θ up to O(ε²). If any loss is not finite, nothing is
-            updated (on every rank alike, since the gathered losses are the same everywhere).
+            The mean over directions of the loss at θ (L0 when evaluated, else (L+ + L−)/2). If any loss is not finite,
+            nothing is updated (on every rank alike, since the gathered losses are the same everywhere).
         """
-        if closure is None:
+        if closure is None and not accumulated:
             raise ValueError(
                 f"{type(self).__name__}.step needs `closure`: a function that returns the loss at the current weights."
             )
-        if seed is None:
-            seed = step_seed(self.defaults.get("seed", 0), self.zo_steps)
-        seeds = [seed] if isinstance(seed, int) else list(seed)
-        if not seeds:
-            raise ValueError("`seed` must name at least one direction.")
-        if plan is None:
-            plan = self.dense_plan()
+        seeds = self._seeds(seed)
+        if not self.supports_many_directions and (len(seeds) > 1 or gather is not None):
+            raise ValueError(
+                f"{type(self).__name__} takes one direction per step; set `num_directions=1` and `query_parallel=False`."
+            )
+        plan = self.prepare_plan(self.dense_plan() if plan is None else plan)
         # With one direction the restore is fused into the update; with several, each estimate restores at once.
         fused = len(seeds) == 1 and gather is None
-        estimates = [
-            two_point_estimate(closure, plan, s, restore=restore, reduce=reduce, defer_restore=fused) for s in seeds
-        ]
+        estimates = (
+            self._estimate(closure, seeds, plan, reduce, restore, one_sided, estimate_fn, fused)
+            if closure is not None or estimate_fn is not None
+            else []
+        )
+        if accumulated:
+            rounds = [*accumulated, estimates] if estimates else list(accumulated)
+            if any(len(round_) != len(seeds) for round_ in rounds):
+                raise ValueError("Every accumulated micro-batch must hold one estimate per seed of the step.")
+            estimates = [average_estimates([round_[k] for round_ in rounds]) for k in range(len(seeds))]
         pending = estimates[0]
         if gather is not None:
             estimates = list(gather(estimates))
         self.last_estimates = estimates
         self.last_estimate = estimates[0]
         self._restored = set()
+        self._clip = clip
+        self._closure = closure
+        self._reduce = reduce
+        self._restore = restore
         try:
             if all(estimate.is_finite for estimate in estimates):
                 self._update(plan, estimates)
         finally:
+            self._closure = self._reduce = None
             self._finish_restore(plan, pending)
         self.zo_steps += 1
         return torch.stack([estimate.loss for estimate in estimates]).mean()
+
+    def _seeds(self, seed: int | Sequence[int] | None) -> list[int]:
+        if seed is None:
+            seed = step_seed(self.defaults.get("seed", 0), self.zo_steps)
+        seeds = [seed] if isinstance(seed, int) else list(seed)
+        if not seeds:
+            raise ValueError("`seed` must name at least one direction.")
+        return seeds
+
+    def _estimate(
+        self,
+        closure: Callable[[], Tensor | float] | None,
+        seeds: Sequence[int],
+        plan: PerturbationPlan,
+        reduce: Reduce | None,
+        restore: RestoreMode,
+        one_sided: bool,
+        estimate_fn: EstimateFn | None,
+        fused: bool,
+    ) -> list[TwoPointEstimate]:
+        if estimate_fn is not None:
+            return [estimate_fn(plan, s) for s in seeds]
+        if self.needs_center and one_sided:
+            raise ValueError(f"{type(self).__name__} needs a two-sided estimate; set `one_sided=False`.")
+        assert closure is not None
+        return [
+            two_point_estimate(
+                closure, plan, s, one_sided=one_sided, center=self.needs_center, restore=restore, reduce=reduce,
+                defer_restore=fused,
+            )
+            for s in seeds
+        ]
+
+    def transform_projected_gradient(self, projected_gradient: float) -> float:
+        """Maps each direction's (clipped) projected gradient before the update: the identity by default; ZO-SGD-Sign
+        takes its sign."""
+        return projected_gradient
 
     def directions(
         self, plan: PerturbationPlan, estimates: Sequence[TwoPointEstimate]
     ) -> Iterator[tuple[ActiveTensor, Tensor, float]]:
         """Each planned tensor with a direction and its projected gradient, for :meth:`_update` to move along.
 
-        One direction: ``(entry, z, g)`` with g = (L+ − L−)/2ε. When the estimate left a restore pending, the tensor is
-        restored here first, so that restore and update share one noise draw (three passes of noise per step instead
-        of MeZO's four). Several directions: ``(entry, (1/q)·Σₖ gₖ·zₖ, 1.0)``, the averaged estimate, built one tensor
-        at a time.
+        One direction: ``(entry, z, g)`` with g = ``difference``/ε (clipped, then
+        :meth:`transform_projected_gradient`). When the estimate left a restore pending, the tensor is restored here
+        first, so that restore and update share one noise draw (three passes of noise per step instead of MeZO's
+        four). Several directions: ``(entry, (1/q)·Σₖ gₖ·zₖ, 1.0)``, the averaged estimate, built one tensor at a time.
         """
-        half_differences = [float(estimate.half_difference) for estimate in estimates]
         for entry in plan:
+            gradients = [self.transform_projected_gradient(e.projected_gradient(entry.eps, self._clip)) for e in estimates]
             if len(estimates) == 1:
                 (estimate,) = estimates
                 z = entry.direction_at(estimate.seed)
                 if estimate.pending_offset and id(entry) not in self._restored:
                     entry.param.add_(z.to(entry.param.dtype), alpha=-estimate.pending_offset * entry.eps)
                     self._restored.add(id(entry))
-                yield entry, z, half_differences[0] / entry.eps
+                yield entry, z, gradients[0]
                 continue
             combined = torch.zeros(entry.param.shape, dtype=torch.float32, device=entry.param.device)
-            for estimate, half_difference in zip(estimates, half_differences):
-                combined.add_(entry.direction_at(estimate.seed), alpha=half_difference / entry.eps / len(estimates))
+            for estimate, gradient in zip(estimates, gradients):
+                combined.add_(entry.direction_at(estimate.seed), alpha=gradient / len(estimates))
             yield entry, combined, 1.0
 
     def _finish_restore(self, plan: PerturbationPlan, estimate: TwoPointEstimate) -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
+
+from torch import Tensor
 
 from zolightning.functional.estimators import TwoPointEstimate
-from zolightning.functional.perturbation import PerturbationPlan
+from zolightning.functional.perturbation import ActiveTensor, PerturbationPlan
 from zolightning.functional.sgd import zo_sgd_update_
 from zolightning.optim.optimizer import ParamsT, ZOOptimizer
 
@@ -47,17 +50,20 @@ class ZOSGD(ZOOptimizer):
     def _update(self, plan: PerturbationPlan, estimates: Sequence[TwoPointEstimate]) -> None:
         groups = self.group_of()
         for entry, z, projected_gradient in self.directions(plan, estimates):
-            group = groups[id(entry.param)]
-            decays = group["decay_1d"] or entry.param.dim() > 1
-            state = self.state[entry.param] if group["momentum"] > 0 else None
-            buffer = zo_sgd_update_(
-                entry.param,
-                z,
-                projected_gradient,
-                lr=group["lr"] * entry.lr_scale,
-                weight_decay=group["weight_decay"] if decays else 0.0,
-                momentum=group["momentum"],
-                momentum_buffer=None if state is None else state.get("momentum_buffer"),
-            )
-            if state is not None:
-                state["momentum_buffer"] = buffer
+            self._sgd_update(entry, z, projected_gradient, groups[id(entry.param)])
+
+    def _sgd_update(self, entry: ActiveTensor, z: Tensor, projected_gradient: float, group: dict[str, Any]) -> None:
+        """θ ← θ − lr·(g·z + λθ) (or with momentum) for one tensor of the plan."""
+        decays = group["decay_1d"] or entry.param.dim() > 1
+        state = self.state[entry.param] if group["momentum"] > 0 else None
+        buffer = zo_sgd_update_(
+            entry.param,
+            z,
+            projected_gradient,
+            lr=group["lr"] * entry.lr_scale,
+            weight_decay=group["weight_decay"] if decays else 0.0,
+            momentum=group["momentum"],
+            momentum_buffer=None if state is None else state.get("momentum_buffer"),
+        )
+        if state is not None:
+            state["momentum_buffer"] = buffer
