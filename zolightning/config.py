@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
+from zolightning.functional.eps_schedule import EpsSchedule, check_eps_schedule
 from zolightning.functional.estimators import RESTORE_MODES, RestoreMode
 from zolightning.functional.noise import Distribution, check_distribution
+
+Estimator = Literal["two-sided", "one-sided", "forward-gradient"]
+ESTIMATORS: tuple[str, ...] = ("two-sided", "one-sided", "forward-gradient")
 
 
 @dataclass
@@ -31,6 +35,17 @@ class ZOConfig:
         query_parallel: under data parallelism, each rank estimates its own q directions on its own batch and every
             rank applies all of them (world·q directions a step for the price of gathering 2·q losses per rank),
             instead of averaging the losses of shared directions (default False).
+        estimator: ``two-sided`` (default; L(θ ± εz)), ``one-sided`` (L(θ + εz) − L(θ): the same 2 forwards, an
+            O(ε) bias, but L(θ) itself is logged), or ``forward-gradient`` (the exact ∇L·z by forward-mode AD,
+            ``torch.func.jvp``: no ε-bias, but tangents and dual activations cost memory; a baseline, as in ZO-Bench).
+        accumulate_batches: k micro-batches per update (default 1). Each micro-batch is estimated along the same
+            directions and the losses are averaged, which equals one k× larger batch; ``max_steps`` and the
+            schedulers count updates. The last batch of an epoch updates with a partial group, as in Lightning.
+        clip: clip each direction's projected gradient g to [−clip, clip] (default ``None``: no clipping).
+        eps_schedule: how ε changes over training: ``constant`` (default), ``linear``, ``cosine`` or ``geometric``,
+            from the optimizer's ε to ``eps_final_ratio``·ε at ``trainer.max_steps`` (or the estimated number of
+            updates).
+        eps_final_ratio: ε at the end over ε at the start, for a non-constant ``eps_schedule`` (default 0.1).
     """
 
     seed: int = 0
@@ -43,6 +58,11 @@ class ZOConfig:
     max_nonfinite: int = 5
     num_directions: int = 1
     query_parallel: bool = False
+    estimator: Estimator = "two-sided"
+    accumulate_batches: int = 1
+    clip: float | None = None
+    eps_schedule: EpsSchedule = "constant"
+    eps_final_ratio: float = 0.1
 
     def __post_init__(self) -> None:
         if not self.eps > 0:
@@ -59,6 +79,13 @@ class ZOConfig:
             raise ValueError(f"`restore` must be one of {RESTORE_MODES}, got {self.restore!r}.")
         if not (isinstance(self.num_directions, int) and self.num_directions >= 1):
             raise ValueError(f"`num_directions` must be an integer >= 1, got {self.num_directions!r}.")
+        if self.estimator not in ESTIMATORS:
+            raise ValueError(f"`estimator` must be one of {ESTIMATORS}, got {self.estimator!r}.")
+        if not (isinstance(self.accumulate_batches, int) and self.accumulate_batches >= 1):
+            raise ValueError(f"`accumulate_batches` must be an integer >= 1, got {self.accumulate_batches!r}.")
+        if self.clip is not None and not self.clip > 0:
+            raise ValueError(f"`clip` must be > 0 or None (no clipping), got {self.clip}.")
+        check_eps_schedule(self.eps_schedule, self.eps_final_ratio)
         if not (isinstance(self.max_nonfinite, int) and self.max_nonfinite >= 1):
             raise ValueError(f"`max_nonfinite` must be an integer >= 1, got {self.max_nonfinite!r}.")
 

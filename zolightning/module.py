@@ -13,23 +13,33 @@ import functools
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.utilities.data import extract_batch_size
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.types import LRSchedulerConfig
 from torch import Tensor
 from typing_extensions import override
 
 from zolightning.config import ZOConfig
-from zolightning.functional.estimators import RestoreMode, TwoPointEstimate, accumulate_gradient_, two_point_estimate
+from zolightning.functional.eps_schedule import eps_factor
+from zolightning.functional.estimators import (
+    Reduce,
+    RestoreMode,
+    TwoPointEstimate,
+    accumulate_gradient_,
+    average_estimates,
+    two_point_estimate,
+)
+from zolightning.functional.forward_gradient import forward_gradient_estimate as _forward_gradient
 from zolightning.functional.noise import step_seed
 from zolightning.functional.perturbation import PerturbationPlan
 from zolightning.functional.structure import PerturbationStructure, dense_structure
-from zolightning.optim.optimizer import Gather, ZOOptimizer, trainable_tensors
+from zolightning.optim.optimizer import EstimateFn, Gather, ZOOptimizer, trainable_tensors
 from zolightning.optim.sgd import ZOSGD
 
 
@@ -53,6 +63,42 @@ def extract_loss(output: Any) -> Tensor:
     return output
 
 
+@dataclass(frozen=True)
+class ZOStepOptions:
+    """What one ZO step estimates with: its directions' seeds, the plan, and the estimator's options."""
+
+    seeds: list[int]
+    plan: PerturbationPlan
+    reduce: Reduce | None
+    restore: RestoreMode
+    one_sided: bool
+    clip: float | None
+    estimate_fn: EstimateFn | None
+    gather: Gather | None
+
+    def estimates(self, evaluate: Callable[[], Tensor]) -> list[TwoPointEstimate]:
+        """The step's estimates on the current batch, θ restored (the plain-optimizer path)."""
+        if self.estimate_fn is not None:
+            return [self.estimate_fn(self.plan, seed) for seed in self.seeds]
+        return [
+            two_point_estimate(evaluate, self.plan, seed, one_sided=self.one_sided, restore=self.restore, reduce=self.reduce)
+            for seed in self.seeds
+        ]
+
+
+class _ObjectiveModule(torch.nn.Module):
+    """Holds the LightningModule as its child ``owner`` so that ``torch.func.functional_call`` can swap the owner's
+    parameters while ``forward`` runs the user's ``training_step`` (for the forward-gradient estimator)."""
+
+    def __init__(self, owner: torch.nn.Module, evaluate: Callable[[], Tensor]) -> None:
+        super().__init__()
+        self.owner = owner
+        self._evaluate = evaluate
+
+    def forward(self) -> Tensor:
+        return self._evaluate()
+
+
 def _zo_training_step(original: Callable[..., Any]) -> Callable[..., Any]:
     """Wrap a user's ``training_step`` so that a call from Lightning runs a whole ZO step around it."""
 
@@ -61,7 +107,8 @@ def _zo_training_step(original: Callable[..., Any]) -> Callable[..., Any]:
         # Inside the step's own evaluations, or called by hand outside a fit loop, it is the plain objective.
         if self._zo_evaluating or self._trainer is None or not self._trainer.training:
             return original(self, *args, **kwargs)
-        return self.zo_step(functools.partial(original, self, *args, **kwargs))
+        batch = args[0] if args else kwargs.get("batch")
+        return self.zo_step(functools.partial(original, self, *args, **kwargs), batch)
 
     training_step._zo_wrapped = True  # type: ignore[attr-defined]
     return training_step
@@ -112,6 +159,9 @@ class ZOLightningModule(LightningModule):
         self._zo_log_buffer: list[tuple[str, Any, dict[str, Any]]] | None = None
         self._zo_names: dict[int, str] = {}
         self._zo_checked = False
+        self._zo_accumulated: list[list[TwoPointEstimate]] = []
+        self._zo_update_started = 0.0
+        self._zo_update_samples = 0
 
     # ----------------------------------------------------------------------------------------------- configuration
 
@@ -155,13 +205,31 @@ class ZOLightningModule(LightningModule):
         return optimizers
 
     def zo_plan(self, optimizer: torch.optim.Optimizer, step: int) -> PerturbationPlan:
-        """The step's plan: the optimizer's trainable tensors, named as in this module, through ``zo_structure``."""
+        """The step's plan: the optimizer's trainable tensors, named as in this module, through ``zo_structure``,
+        with ε following ``zo.eps_schedule``."""
         names = self._parameter_names(optimizer)
-        eps = None if isinstance(optimizer, ZOOptimizer) else self.zo_config.eps
+        factor = self._eps_factor(step)
+        if isinstance(optimizer, ZOOptimizer):
+            eps = None
+            for group in optimizer.param_groups:
+                # As torch's LR schedulers keep ``initial_lr``, the group keeps its initial ε (and checkpoints it).
+                group["eps"] = group.setdefault("initial_eps", group["eps"]) * factor
+        else:
+            eps = self.zo_config.eps * factor
         tensors = trainable_tensors(optimizer.param_groups, names, eps)
         if not tensors:
             raise ValueError(self._no_trainable_message())
         return self.zo_structure.plan(tensors, step)
+
+    def _eps_factor(self, step: int) -> float:
+        config = self.zo_config
+        if config.eps_schedule == "constant":
+            return 1.0
+        trainer = self.trainer
+        total = trainer.max_steps
+        if total is None or total < 0:
+            total = int(trainer.estimated_stepping_batches) // config.accumulate_batches
+        return eps_factor(config.eps_schedule, step, total, config.eps_final_ratio)
 
     def _parameter_names(self, optimizer: torch.optim.Optimizer) -> dict[int, str]:
         ids = {id(p) for group in optimizer.param_groups for p in group["params"]}
@@ -169,11 +237,13 @@ class ZOLightningModule(LightningModule):
             self._zo_names = {id(p): name for name, p in self.named_parameters()}
         return self._zo_names
 
-    def zo_step(self, loss_fn: Callable[[], Any]) -> Any:
+    def zo_step(self, loss_fn: Callable[[], Any], batch: Any = None) -> Any:
         """Run one ZO step with ``loss_fn`` (the user's ``training_step`` bound to the batch) as the objective.
 
-        Returns what Lightning expects from ``training_step``: the loss at θ (mean of L+ and L−), or the user's
-        dict with ``"loss"`` replaced by it.
+        With ``zo.accumulate_batches`` = k, micro-batches 1 … k−1 are only estimated; the k-th updates.
+
+        Returns what Lightning expects from ``training_step``: the loss at θ (L0, or the mean of L+ and L−), or the
+        user's dict with ``"loss"`` replaced by it.
         """
         started = time.perf_counter()
         self._check_trainer()
@@ -189,7 +259,6 @@ class ZOLightningModule(LightningModule):
         seeds = [step_seed(config.seed, step, first + k) for k in range(config.num_directions)]
         plan = self.zo_plan(optimizer, step)
         reduce = self._reduce_across_ranks if trainer.world_size > 1 and not parallel else None
-        gather = functools.partial(self._gather_across_ranks, step=step) if parallel else None
         restore = self.zo_structure.restore or config.restore
         if parallel:
             # Ranks perturb along different directions, and +εz − 2εz + εz rounds differently for each: only an exact
@@ -205,47 +274,82 @@ class ZOLightningModule(LightningModule):
                 self._zo_evaluating = False
             return extract_loss(last_output[0])
 
+        options = ZOStepOptions(
+            seeds=seeds, plan=plan, reduce=reduce, restore=restore, one_sided=config.estimator == "one-sided",
+            clip=config.clip, estimate_fn=self._forward_gradient_fn(evaluate, reduce),
+            gather=functools.partial(self._gather_across_ranks, step=step) if parallel else None,
+        )
+        if not self._zo_accumulated:
+            self._zo_update_started, self._zo_update_samples = started, 0
+        self._zo_update_samples += self._batch_size(batch) or 0
         self._zo_log_buffer = []
+        # As Lightning's own accumulation does, the last batch of an epoch updates with a partial group.
+        updates = len(self._zo_accumulated) + 1 >= config.accumulate_batches or bool(trainer.is_last_batch)
         try:
             with self._evaluation_mode():
-                if isinstance(optimizer, ZOOptimizer):
-                    wrapped.step(closure=evaluate, seed=seeds, plan=plan, reduce=reduce, restore=restore, gather=gather)
-                    estimates = optimizer.last_estimates
+                if not updates:
+                    estimates = self._estimate_only(optimizer, evaluate, options)
+                    self._zo_accumulated.append(estimates)
                 else:
-                    estimates = self._step_through_gradient(wrapped, evaluate, plan, seeds, reduce, restore, gather)
+                    estimates = self._update(wrapped, evaluate, options)
         finally:
             logged, self._zo_log_buffer = self._zo_log_buffer, None
-        self.zo_last_estimates = estimates
-        self.zo_last_estimate = estimates[0]
         loss = torch.stack([estimate.loss for estimate in estimates]).mean()
-        self._after_step(estimates, loss, plan, optimizer, started)
+        if updates:
+            self.zo_last_estimates = estimates
+            self.zo_last_estimate = estimates[0]
+            self._after_step(estimates, loss, plan, optimizer, self._zo_update_started, self._zo_update_samples)
         self._replay_logs(logged)
         output = last_output[0]
         if isinstance(output, Mapping):
             return {**output, "loss": loss}
         return loss
 
+    def _estimate_only(
+        self, optimizer: torch.optim.Optimizer, evaluate: Callable[[], Tensor], options: ZOStepOptions
+    ) -> list[TwoPointEstimate]:
+        """One micro-batch of an accumulated step: estimates along the step's directions, nothing updated."""
+        if isinstance(optimizer, ZOOptimizer):
+            return optimizer.estimate(
+                evaluate, seed=options.seeds, plan=options.plan, reduce=options.reduce, restore=options.restore,
+                one_sided=options.one_sided, estimate_fn=options.estimate_fn,
+            )
+        return options.estimates(evaluate)
+
+    def _update(
+        self, wrapped: LightningOptimizer, evaluate: Callable[[], Tensor], options: ZOStepOptions
+    ) -> list[TwoPointEstimate]:
+        """Estimate on this micro-batch, merge the accumulated micro-batches' estimates, and update."""
+        optimizer = wrapped.optimizer
+        accumulated, self._zo_accumulated = self._zo_accumulated, []
+        if isinstance(optimizer, ZOOptimizer):
+            wrapped.step(
+                closure=evaluate, seed=options.seeds, plan=options.plan, reduce=options.reduce, restore=options.restore,
+                gather=options.gather, one_sided=options.one_sided, clip=options.clip,
+                estimate_fn=options.estimate_fn, accumulated=accumulated,
+            )
+            return optimizer.last_estimates
+        return self._step_through_gradient(wrapped, evaluate, options, accumulated)
+
     def _step_through_gradient(
         self,
         wrapped: LightningOptimizer,
         evaluate: Callable[[], Tensor],
-        plan: PerturbationPlan,
-        seeds: list[int],
-        reduce: Callable[[Tensor], Tensor] | None,
-        restore: RestoreMode,
-        gather: Gather | None,
+        options: ZOStepOptions,
+        accumulated: Sequence[Sequence[TwoPointEstimate]],
     ) -> list[TwoPointEstimate]:
         """Plain ``torch.optim`` path: the closure estimates, writes ``g·z`` into ``.grad``, the optimizer steps."""
         result: list[TwoPointEstimate] = []
 
         def closure() -> Tensor:
-            estimates = [two_point_estimate(evaluate, plan, seed, restore=restore, reduce=reduce) for seed in seeds]
-            if gather is not None:
-                estimates = list(gather(estimates))
+            rounds = [*accumulated, options.estimates(evaluate)]
+            estimates = [average_estimates([round_[k] for round_ in rounds]) for k in range(len(options.seeds))]
+            if options.gather is not None:
+                estimates = list(options.gather(estimates))
             result[:] = estimates
             if all(estimate.is_finite for estimate in estimates):
                 for estimate in estimates:
-                    accumulate_gradient_(plan, estimate, weight=1.0 / len(estimates))
+                    accumulate_gradient_(options.plan, estimate, weight=1.0 / len(estimates), clip=options.clip)
             return torch.stack([estimate.loss for estimate in estimates]).mean()
 
         wrapped.zero_grad(set_to_none=True)
@@ -255,25 +359,35 @@ class ZOLightningModule(LightningModule):
             wrapped.zero_grad(set_to_none=True)
         return result
 
+    def _forward_gradient_fn(
+        self, evaluate: Callable[[], Tensor], reduce: Callable[[Tensor], Tensor] | None
+    ) -> EstimateFn | None:
+        """With ``zo.estimator="forward-gradient"``, the estimate function: ``training_step``'s loss as a function of
+        the plan's tensors (``torch.func.functional_call``) differentiated by ``torch.func.jvp``."""
+        if self.zo_config.estimator != "forward-gradient":
+            return None
+        holder = _ObjectiveModule(self, evaluate)
+
+        def objective(params: Mapping[str, Tensor]) -> Tensor:
+            named = {f"owner.{name}": value for name, value in params.items()}
+            return torch.func.functional_call(holder, named, (), strict=False)
+
+        return functools.partial(_forward_gradient, objective, reduce=reduce)
+
     def _gather_across_ranks(self, local: Sequence[TwoPointEstimate], step: int) -> list[TwoPointEstimate]:
-        """Query parallelism: every rank's (L+, L−) per direction, as estimates in rank-major order. Only the losses
-        travel (4 bytes × 2 × q per rank); each rank re-derives the seeds."""
-        losses = torch.stack([torch.stack([e.loss_plus, e.loss_minus]) for e in local]).to(self.device)
-        gathered = self.trainer.strategy.all_gather(losses).detach().float().cpu()  # (world, q, 2)
+        """Query parallelism: every rank's losses per direction, as estimates in rank-major order. Only the losses
+        travel (4 numbers × q per rank); each rank re-derives the seeds."""
+        values = torch.stack([estimate.values() for estimate in local]).to(self.device)
+        gathered = self.trainer.strategy.all_gather(values).detach().float().cpu()  # (world, q, 4)
         config, rank, q = self.zo_config, self.trainer.global_rank, len(local)
+        kind, center = local[0].kind, local[0].loss_center is not None
         estimates = []
         for r in range(gathered.shape[0]):
             for k in range(q):
-                mine = local[k] if r == rank else None
-                estimates.append(
-                    TwoPointEstimate(
-                        seed=step_seed(config.seed, step, r * q + k),
-                        loss_plus=gathered[r, k, 0],
-                        loss_minus=gathered[r, k, 1],
-                        forward_seconds=mine.forward_seconds if mine else 0.0,
-                        total_seconds=mine.total_seconds if mine else 0.0,
-                    )
-                )
+                estimate = TwoPointEstimate.from_values(gathered[r, k], step_seed(config.seed, step, r * q + k), kind, center)
+                if r == rank:
+                    estimate = replace(estimate, forward_seconds=local[k].forward_seconds, total_seconds=local[k].total_seconds)
+                estimates.append(estimate)
         return estimates
 
     def _reduce_across_ranks(self, losses: Tensor) -> Tensor:
@@ -303,18 +417,19 @@ class ZOLightningModule(LightningModule):
         plan: PerturbationPlan,
         optimizer: torch.optim.Optimizer,
         started: float,
+        samples: int | None,
     ) -> None:
-        estimate = estimates[0]
         if all(e.is_finite for e in estimates):
             self._zo_nonfinite_streak = 0
         else:
             self.zo_nonfinite_steps += 1
             self._zo_nonfinite_streak += 1
             if self._zo_nonfinite_streak >= self.zo_config.max_nonfinite:
+                losses = [float(v) for v in estimates[0].values()[:3]]
                 raise FloatingPointError(
                     f"{self._zo_nonfinite_streak} ZO steps in a row had a non-finite loss "
-                    f"(L+={float(estimate.loss_plus)}, L-={float(estimate.loss_minus)}); training stopped. Lower the "
-                    "learning rate or eps, check the data, or use fp32 weights; raise `zo.max_nonfinite` to tolerate more."
+                    f"([L+, L-, L0] = {losses}); training stopped. Lower the learning rate or eps, check the data, or "
+                    "use fp32 weights; raise `zo.max_nonfinite` to tolerate more."
                 )
         self._step_schedulers("step")
         eps = plan[0].eps
@@ -322,16 +437,27 @@ class ZOLightningModule(LightningModule):
         forward = sum(e.forward_seconds for e in estimates)
         metrics = {
             "train/loss": loss,
-            "train/projected_grad": torch.stack([e.half_difference for e in estimates]).mean() / eps,
+            "train/projected_grad": torch.stack([e.difference for e in estimates]).mean() / eps,
             "train/lr": float(optimizer.param_groups[0]["lr"]),
             "train/eps": eps,
             "train/time_forward": forward,
             "train/time_perturb_update": max(total - forward, 0.0),
+            "train/steps_per_sec": 1.0 / total if total > 0 else 0.0,
             "train/nonfinite_steps": float(self.zo_nonfinite_steps),
         }
+        if samples:
+            metrics["train/samples_per_sec"] = samples / total if total > 0 else 0.0
         for name, value in metrics.items():
             shown = name in ("train/loss", "train/projected_grad")
             LightningModule.log(self, name, value, prog_bar=shown, on_step=True, on_epoch=False, batch_size=1)
+
+    def _batch_size(self, batch: Any) -> int | None:
+        if batch is None:
+            return None
+        try:
+            return int(extract_batch_size(batch))
+        except Exception:  # noqa: BLE001 - a batch without tensors just has no throughput figure
+            return None
 
     @override
     def on_train_epoch_end(self) -> None:
