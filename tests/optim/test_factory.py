@@ -114,3 +114,23 @@ def test_names_are_normalised_and_registry_defaults_apply():
 def test_an_unknown_name_lists_the_known_ones():
     with pytest.raises(ValueError, match="zo-adam"):
         create_optimizer("adamw", torch.nn.Linear(2, 2).parameters())
+
+
+@pytest.mark.parametrize("structure_name", ["bcd", "sparse-small", "lozo", "subzero"])
+@pytest.mark.parametrize("name", sorted(OPTIMIZERS))
+def test_each_optimizer_composes_with_each_structure(name, structure_name):
+    from tests.functional.test_structures import STRUCTURES, stack, tensors_of
+
+    model = stack()
+    structure = STRUCTURES[structure_name]()
+    optimizer = create_optimizer(name, model.named_parameters(), lr=1e-3, eps=1e-3)
+    x = torch.randn(16, 6, generator=torch.Generator().manual_seed(0))
+    for step in range(3):
+        before = {n: p.detach().clone() for n, p in model.named_parameters()}
+        plan = structure.plan(tensors_of(model), step)
+        optimizer.step(lambda: model(x).pow(2).mean(), seed=100 + step, plan=plan)
+        active = {entry.name for entry in plan}
+        changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
+        assert changed <= active and changed  # inactive tensors untouched, something moved
+        assert all(torch.isfinite(p).all() for p in model.parameters())
+        assert {id(p) for p in optimizer.state} <= {id(p) for p in model.parameters()}
