@@ -52,3 +52,18 @@ def test_every_shipped_config_parses_and_resolves(name, capsys):
     assert "${" not in yaml.safe_dump(resolved)  # omegaconf interpolation resolved
     assert resolved["model"]["class_path"].startswith("zolightning.tasks.")
     assert resolved["optimizer"]["class_path"].startswith("zolightning.optim.")
+
+
+@pytest.mark.parametrize("optimizer", ["ZOSGD", "ZOSGDSign", "ZOSGDCons", "ZOAdam", "HiZOO"])
+def test_every_optimizer_and_the_estimator_options_are_configurable_from_yaml(optimizer, tmp_path):
+    cli = ZOLightningCLI(
+        args=[
+            "fit", "--config", str(CONFIGS / "smoke.yaml"), "--trainer.logger.init_args.save_dir", str(tmp_path),
+            "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0",
+            "--optimizer", f"zolightning.optim.{optimizer}", "--optimizer.lr", "1e-4",
+            "--model.init_args.zo.accumulate_batches", "2", "--model.init_args.zo.clip", "10",
+            "--model.init_args.zo.eps_schedule", "cosine",
+        ]
+    )
+    assert type(cli.model.optimizers().optimizer).__name__ == optimizer
+    assert cli.trainer.global_step == 2 and cli.model.zo_config.accumulate_batches == 2
