@@ -10,6 +10,7 @@ import torch
 from zolightning.functional.adam import zo_adam_update_
 from zolightning.functional.estimators import TwoPointEstimate
 from zolightning.functional.perturbation import PerturbationPlan
+from zolightning.functional.rounding import LowPrecisionUpdate
 from zolightning.optim.optimizer import ParamsT, ZOOptimizer
 
 InactiveState = Literal["keep", "drop"]
@@ -30,6 +31,9 @@ class ZOAdam(ZOOptimizer):
         inactive_state: ``keep`` (default) keeps a tensor's moments while it is inactive; ``drop`` frees them when the
             tensor leaves the step's plan, so with MeZO-BCD the moments live for the active block alone (and restart
             when the block comes back).
+        low_precision: how updates reach bf16/fp16 weights: ``nearest`` (default: plain rounding; updates below
+            half an ulp vanish), ``stochastic`` (stochastic rounding: unbiased, no memory) or ``master`` (an fp32 master
+            copy of each active tensor: +4 bytes per active element). fp32 weights ignore it.
         seed: seeds the directions when ``step`` is called without ``seed``.
 
     Memory: two fp32 moments per element of every tensor that has been active: 8 bytes per parameter, i.e. two fp32
@@ -47,6 +51,7 @@ class ZOAdam(ZOOptimizer):
         weight_decay: float = 0.0,
         decay_1d: bool = False,
         inactive_state: InactiveState = "keep",
+        low_precision: LowPrecisionUpdate = "nearest",
         seed: int = 0,
     ) -> None:
         beta1, beta2 = betas
@@ -58,7 +63,7 @@ class ZOAdam(ZOOptimizer):
             raise ValueError(f"`inactive_state` must be 'keep' or 'drop', got {inactive_state!r}.")
         defaults = dict(
             lr=lr, eps=eps, betas=(float(beta1), float(beta2)), adam_eps=adam_eps, weight_decay=weight_decay,
-            decay_1d=decay_1d, inactive_state=inactive_state, seed=seed,
+            decay_1d=decay_1d, inactive_state=inactive_state, low_precision=low_precision, seed=seed,
         )
         super().__init__(params, defaults)
 
@@ -74,18 +79,19 @@ class ZOAdam(ZOOptimizer):
             state["step"] += 1
             beta1, beta2 = group["betas"]
             decays = group["decay_1d"] or entry.param.dim() > 1
-            zo_adam_update_(
-                entry.param,
-                z.mul(projected_gradient),
-                state["exp_avg"],
-                state["exp_avg_sq"],
-                step=int(state["step"]),
-                lr=group["lr"] * entry.lr_scale,
-                beta1=beta1,
-                beta2=beta2,
-                adam_eps=group["adam_eps"],
-                weight_decay=group["weight_decay"] if decays else 0.0,
-            )
+            with self.update_target(entry, group) as target:
+                zo_adam_update_(
+                    target,
+                    z.mul(projected_gradient),
+                    state["exp_avg"],
+                    state["exp_avg_sq"],
+                    step=int(state["step"]),
+                    lr=group["lr"] * entry.lr_scale,
+                    beta1=beta1,
+                    beta2=beta2,
+                    adam_eps=group["adam_eps"],
+                    weight_decay=group["weight_decay"] if decays else 0.0,
+                )
         active = {id(entry.param) for entry in plan}
         for param in list(self.state):
             if id(param) not in active and groups[id(param)]["inactive_state"] == "drop":

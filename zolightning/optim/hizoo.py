@@ -11,6 +11,7 @@ from torch import Tensor
 from zolightning.functional.estimators import TwoPointEstimate
 from zolightning.functional.hessian import PreconditionedDirection, hizoo_hessian_update_
 from zolightning.functional.perturbation import PerturbationPlan
+from zolightning.functional.rounding import LowPrecisionUpdate
 from zolightning.functional.sgd import zo_sgd_update_
 from zolightning.optim.optimizer import ParamsT, ZOOptimizer
 
@@ -26,6 +27,9 @@ class HiZOO(ZOOptimizer):
         weight_decay: λ, as in ZO-SGD (default 0; not applied to 1-D tensors).
         hessian_smoothing: α, the weight of each step's curvature in D (default 1e-8). The curvature term grows with
             the number d of perturbed coordinates; keep α·d well below 1.
+        low_precision: how updates reach bf16/fp16 weights: ``nearest`` (default: plain rounding; updates below
+            half an ulp vanish), ``stochastic`` (stochastic rounding: unbiased, no memory) or ``master`` (an fp32 master
+            copy of each active tensor: +4 bytes per active element). fp32 weights ignore it.
         seed: seeds the directions when ``step`` is called without ``seed``.
 
     Costs 3 forwards a step and one fp32 D per element of every tensor that has been active (4 bytes per parameter:
@@ -46,11 +50,16 @@ class HiZOO(ZOOptimizer):
         eps: float = 1e-3,
         weight_decay: float = 0.0,
         hessian_smoothing: float = 1e-8,
+        low_precision: LowPrecisionUpdate = "nearest",
         seed: int = 0,
     ) -> None:
         if not 0.0 < hessian_smoothing < 1.0:
             raise ValueError(f"`hessian_smoothing` must be in (0, 1), got {hessian_smoothing}.")
-        super().__init__(params, dict(lr=lr, eps=eps, weight_decay=weight_decay, hessian_smoothing=hessian_smoothing, seed=seed))
+        defaults = dict(
+            lr=lr, eps=eps, weight_decay=weight_decay, hessian_smoothing=hessian_smoothing, low_precision=low_precision,
+            seed=seed,
+        )
+        super().__init__(params, defaults)
 
     def hessian(self, param: Tensor) -> Tensor:
         """D of ``param`` (fp32, its shape), created as ones the first time the tensor is active."""
@@ -74,12 +83,13 @@ class HiZOO(ZOOptimizer):
         for entry, z, projected_gradient in self.directions(plan, estimates):
             group = groups[id(entry.param)]
             decays = entry.param.dim() > 1
-            zo_sgd_update_(
-                entry.param,
-                z,
-                projected_gradient,
-                lr=group["lr"] * entry.lr_scale,
-                weight_decay=group["weight_decay"] if decays else 0.0,
-            )
+            with self.update_target(entry, group) as target:
+                zo_sgd_update_(
+                    target,
+                    z,
+                    projected_gradient,
+                    lr=group["lr"] * entry.lr_scale,
+                    weight_decay=group["weight_decay"] if decays else 0.0,
+                )
             curvature = second_difference / (2.0 * entry.eps**2)
             hizoo_hessian_update_(self.hessian(entry.param), z, curvature, group["hessian_smoothing"])

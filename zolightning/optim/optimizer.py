@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -23,13 +24,15 @@ from zolightning.functional.estimators import (
     average_estimates,
     two_point_estimate,
 )
-from zolightning.functional.noise import step_seed
+from zolightning.functional.noise import mix_seed, step_seed, tensor_seed
 from zolightning.functional.perturbation import ActiveTensor, PerturbationPlan, perturb_
+from zolightning.functional.rounding import FULL_PRECISION, check_low_precision_update, round_stochastic_
 from zolightning.functional.structure import TrainableTensor, dense_structure
 
 Gather = Callable[[Sequence[TwoPointEstimate]], Sequence[TwoPointEstimate]]
 # (plan, seed) → estimate: replaces the two-point estimate (e.g. the forward gradient).
 EstimateFn = Callable[[PerturbationPlan, int], TwoPointEstimate]
+_ROUNDING_STREAM = 0x5352  # separates stochastic-rounding noise from the directions' noise
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
 
 
@@ -85,6 +88,7 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
     """
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
+        check_low_precision_update(defaults.setdefault("low_precision", "nearest"))
         check_non_negative(defaults["lr"], "lr")
         check_positive(defaults["eps"], "eps", "It is the perturbation scale ε; MeZO uses 1e-3 for full fine-tuning.")
         check_non_negative(defaults.get("weight_decay", 0.0), "weight_decay")
@@ -97,6 +101,7 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
         self._closure: Callable[[], Tensor | float] | None = None
         self._reduce: Reduce | None = None
         self._restore: RestoreMode = "auto"
+        self._rounding_seed = 0
 
     def dense_plan(self) -> list[ActiveTensor]:
         """The MeZO plan: every trainable tensor, dense Gaussian noise, each group's ε."""
@@ -210,7 +215,9 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
         self._restore = restore
         try:
             if all(estimate.is_finite for estimate in estimates):
+                self._rounding_seed = mix_seed(estimates[0].seed, _ROUNDING_STREAM)
                 self._update(plan, estimates)
+                self._free_inactive_masters(plan)
         finally:
             self._closure = self._reduce = None
             self._finish_restore(plan, pending)
@@ -278,6 +285,39 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
             for estimate, gradient in zip(estimates, gradients):
                 combined.add_(entry.direction_at(estimate.seed), alpha=gradient / len(estimates))
             yield entry, combined, 1.0
+
+    @contextmanager
+    def update_target(self, entry: ActiveTensor, group: Mapping[str, Any]) -> Iterator[Tensor]:
+        """The tensor an update of ``entry`` writes to, per the group's ``low_precision`` mode.
+
+        fp32/fp64 parameters, and ``nearest``: the parameter itself. ``stochastic``: an fp32 copy, written back with
+        stochastic rounding (transient: one tensor at a time). ``master``: a persistent fp32 master copy that
+        accumulates updates below the parameter's resolution, written back rounded to nearest; it is kept while the
+        tensor is in the step's plan and freed when it leaves (with MeZO-BCD: the active block alone).
+        """
+        param = entry.param
+        mode = group.get("low_precision", "nearest")
+        if param.dtype in FULL_PRECISION or mode == "nearest":
+            yield param
+            return
+        if mode == "master":
+            state = self.state[param]
+            if "master" not in state:
+                state["master"] = param.detach().float()
+            yield state["master"]
+            param.copy_(state["master"])
+            return
+        work = param.detach().float()
+        yield work
+        round_stochastic_(param, work, tensor_seed(self._rounding_seed, entry.key))
+
+    def _free_inactive_masters(self, plan: PerturbationPlan) -> None:
+        active = {id(entry.param) for entry in plan}
+        for param, state in list(self.state.items()):
+            if id(param) not in active and "master" in state:
+                del state["master"]
+                if not state:
+                    del self.state[param]
 
     def _finish_restore(self, plan: PerturbationPlan, estimate: TwoPointEstimate) -> None:
         """Restore every tensor the update did not reach (a skipped step, or an update that raised)."""

@@ -9,6 +9,7 @@ from torch import Tensor
 
 from zolightning.functional.estimators import TwoPointEstimate
 from zolightning.functional.perturbation import ActiveTensor, PerturbationPlan
+from zolightning.functional.rounding import LowPrecisionUpdate
 from zolightning.functional.sgd import zo_sgd_update_
 from zolightning.optim.optimizer import ParamsT, ZOOptimizer
 
@@ -27,6 +28,9 @@ class ZOSGD(ZOOptimizer):
         momentum: μ ∈ [0, 1). 0 (default) keeps no state at all. μ > 0 keeps one fp32 buffer per tensor that has
             been updated: +4 bytes per such parameter, i.e. a full fp32 copy of the trainable weights for a dense plan.
         decay_1d: also decay 1-D tensors (default ``False``).
+        low_precision: how updates reach bf16/fp16 weights: ``nearest`` (default: plain rounding; updates below
+            half an ulp vanish), ``stochastic`` (stochastic rounding: unbiased, no memory) or ``master`` (an fp32 master
+            copy of each active tensor: +4 bytes per active element). fp32 weights ignore it.
         seed: seeds the directions when ``step`` is called without ``seed`` (plain PyTorch use).
 
     Memory: nothing beyond the noise of the largest tensor while it is being applied, unless ``momentum > 0``.
@@ -40,11 +44,15 @@ class ZOSGD(ZOOptimizer):
         weight_decay: float = 0.0,
         momentum: float = 0.0,
         decay_1d: bool = False,
+        low_precision: LowPrecisionUpdate = "nearest",
         seed: int = 0,
     ) -> None:
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"`momentum` must be in [0, 1), got {momentum}.")
-        defaults = dict(lr=lr, eps=eps, weight_decay=weight_decay, momentum=momentum, decay_1d=decay_1d, seed=seed)
+        defaults = dict(
+            lr=lr, eps=eps, weight_decay=weight_decay, momentum=momentum, decay_1d=decay_1d, low_precision=low_precision,
+            seed=seed,
+        )
         super().__init__(params, defaults)
 
     def _update(self, plan: PerturbationPlan, estimates: Sequence[TwoPointEstimate]) -> None:
@@ -56,14 +64,15 @@ class ZOSGD(ZOOptimizer):
         """θ ← θ − lr·(g·z + λθ) (or with momentum) for one tensor of the plan."""
         decays = group["decay_1d"] or entry.param.dim() > 1
         state = self.state[entry.param] if group["momentum"] > 0 else None
-        buffer = zo_sgd_update_(
-            entry.param,
-            z,
-            projected_gradient,
-            lr=group["lr"] * entry.lr_scale,
-            weight_decay=group["weight_decay"] if decays else 0.0,
-            momentum=group["momentum"],
-            momentum_buffer=None if state is None else state.get("momentum_buffer"),
-        )
+        with self.update_target(entry, group) as target:
+            buffer = zo_sgd_update_(
+                target,
+                z,
+                projected_gradient,
+                lr=group["lr"] * entry.lr_scale,
+                weight_decay=group["weight_decay"] if decays else 0.0,
+                momentum=group["momentum"],
+                momentum_buffer=None if state is None else state.get("momentum_buffer"),
+            )
         if state is not None:
             state["momentum_buffer"] = buffer

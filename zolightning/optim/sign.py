@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 from zolightning.functional.estimators import TwoPointEstimate
 from zolightning.functional.perturbation import PerturbationPlan
+from zolightning.functional.rounding import LowPrecisionUpdate
 from zolightning.optim.optimizer import ParamsT
 from zolightning.optim.sgd import ZOSGD
 
@@ -32,9 +33,13 @@ class ZOSGDSign(ZOSGD):
         momentum: float = 0.0,
         decay_1d: bool = False,
         elementwise: bool = False,
+        low_precision: LowPrecisionUpdate = "nearest",
         seed: int = 0,
     ) -> None:
-        super().__init__(params, lr=lr, eps=eps, weight_decay=weight_decay, momentum=momentum, decay_1d=decay_1d, seed=seed)
+        super().__init__(
+            params, lr=lr, eps=eps, weight_decay=weight_decay, momentum=momentum, decay_1d=decay_1d,
+            low_precision=low_precision, seed=seed,
+        )
         self.elementwise = bool(elementwise)
 
     def transform_projected_gradient(self, projected_gradient: float) -> float:
