@@ -30,3 +30,24 @@ def test_a_non_scalar_objective_is_refused():
     plan = dense_structure().plan([TrainableTensor("x", x, 1e-3)], 0)
     with pytest.raises(TypeError, match="scalar"):
         forward_gradient_estimate(lambda params: params["x"] * 2, plan, seed=1)
+
+
+def test_the_forward_gradient_works_through_a_transformers_model_with_fused_attention():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                        max_position_embeddings=16, num_labels=2)
+    model = BertForSequenceClassification(config).eval()
+    ids, labels = torch.randint(0, 64, (4, 8)), torch.randint(0, 2, (4,))
+    plan = dense_structure().plan([TrainableTensor(n, p, 1e-3) for n, p in model.named_parameters()], 0)
+
+    def objective(params):
+        return torch.func.functional_call(model, dict(params), (), {"input_ids": ids, "labels": labels}).loss
+
+    with torch.no_grad():  # as inside a ZO step
+        estimate = forward_gradient_estimate(objective, plan, seed=5)
+    loss = model(input_ids=ids, labels=labels).loss
+    grads = torch.autograd.grad(loss, list(model.parameters()))
+    expected = sum((g * entry.direction_at(5) * entry.eps).sum() for g, entry in zip(grads, plan))
+    assert float(estimate.difference) == pytest.approx(float(expected), rel=1e-4)

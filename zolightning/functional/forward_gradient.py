@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 from torch import Tensor
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from zolightning.functional.estimators import Reduce, TwoPointEstimate
 from zolightning.functional.perturbation import PerturbationPlan
@@ -51,7 +52,9 @@ def forward_gradient_estimate(
             raise TypeError("The forward-gradient objective must return a scalar tensor.")
         return value.reshape(()).float()
 
-    loss, derivative = torch.func.jvp(loss_of, (primals,), (tangents,))
+    # The fused attention kernels have no forward-AD formula; the math kernel is made of ops that do.
+    with sdpa_kernel([SDPBackend.MATH]):
+        loss, derivative = torch.func.jvp(loss_of, (primals,), (tangents,))
     values = torch.stack([loss.detach(), derivative.detach()]).cpu()
     forward_seconds = time.perf_counter() - started
     if reduce is not None:
