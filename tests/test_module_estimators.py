@@ -135,8 +135,22 @@ def test_throughput_and_the_time_split_are_logged():
 @pytest.mark.parametrize(
     ("options", "match"),
     [({"estimator": "three-point"}, "`estimator`"), ({"accumulate_batches": 0}, "`accumulate_batches`"),
-     ({"clip": 0.0}, "`clip`"), ({"eps_schedule": "step"}, "`eps_schedule`"), ({"eps_final_ratio": 0.0}, "`eps_final_ratio`")],
+     ({"clip": 0.0}, "`clip`"), ({"eps_schedule": "step"}, "`eps_schedule`"), ({"eps_final_ratio": 0.0}, "`eps_final_ratio`"),
+     ({"lr_scales": {"(": 2.0}}, "`lr_scales`"), ({"lr_scales": {"head": -1.0}}, "`lr_scales")],
 )
 def test_bad_estimator_options_are_refused_by_name(options, match):
     with pytest.raises(ValueError, match=match):
         Regressor(**options)
+
+
+def test_lr_scales_multiply_the_learning_rate_of_matching_parameters():
+    plain, scaled = Regressor(), Regressor(lr_scales={r"^net\.0\.": 3.0, r"^net\.2\.weight$": 0.0})
+    start = {n: p.detach().clone() for n, p in plain.named_parameters()}
+    fit(plain, batch_size=16, max_steps=1)
+    fit(scaled, batch_size=16, max_steps=1)
+    moves = {n: p.detach() - start[n] for n, p in plain.named_parameters()}
+    scaled_moves = {n: p.detach() - start[n] for n, p in scaled.named_parameters()}
+    torch.testing.assert_close(scaled_moves["net.0.weight"], 3.0 * moves["net.0.weight"], rtol=1e-4, atol=1e-7)
+    # Still perturbed (and restored up to fp32 rounding), never updated.
+    torch.testing.assert_close(scaled_moves["net.2.weight"], torch.zeros_like(moves["net.2.weight"]), rtol=0, atol=1e-7)
+    torch.testing.assert_close(scaled_moves["net.2.bias"], moves["net.2.bias"], rtol=1e-4, atol=1e-7)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from zolightning.functional.eps_schedule import EpsSchedule, check_eps_schedule
@@ -46,6 +48,9 @@ class ZOConfig:
             from the optimizer's ε to ``eps_final_ratio``·ε at ``trainer.max_steps`` (or the estimated number of
             updates).
         eps_final_ratio: ε at the end over ε at the start, for a non-constant ``eps_schedule`` (default 0.1).
+        lr_scales: ``{parameter-name regex: multiplier}`` on the learning rate of matching tensors (the first match
+            wins; default none). It multiplies any scale a structure sets (e.g. ``BlockRotation``'s per block), and
+            works with every optimizer and structure, e.g. ``{"^head\\.": 100}`` for a new head on a pretrained body.
     """
 
     seed: int = 0
@@ -63,6 +68,7 @@ class ZOConfig:
     clip: float | None = None
     eps_schedule: EpsSchedule = "constant"
     eps_final_ratio: float = 0.1
+    lr_scales: dict[str, float] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.eps > 0:
@@ -86,6 +92,14 @@ class ZOConfig:
         if self.clip is not None and not self.clip > 0:
             raise ValueError(f"`clip` must be > 0 or None (no clipping), got {self.clip}.")
         check_eps_schedule(self.eps_schedule, self.eps_final_ratio)
+        self.lr_scales = dict(self.lr_scales or {})
+        for pattern, scale in self.lr_scales.items():
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"Invalid regex {pattern!r} in `lr_scales`: {error}.") from None
+            if not float(scale) >= 0:
+                raise ValueError(f"`lr_scales[{pattern!r}]` must be >= 0, got {scale}.")
         if not (isinstance(self.max_nonfinite, int) and self.max_nonfinite >= 1):
             raise ValueError(f"`max_nonfinite` must be an integer >= 1, got {self.max_nonfinite!r}.")
 

@@ -10,6 +10,7 @@ along z. Validation and test steps are untouched. The step goes through Lightnin
 from __future__ import annotations
 
 import functools
+import re
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -114,6 +115,15 @@ def _zo_training_step(original: Callable[..., Any]) -> Callable[..., Any]:
     return training_step
 
 
+def sharded_strategy_name(strategy: object) -> str | None:
+    """The name in ``SHARDED_STRATEGIES`` of ``strategy``'s class or of a class it derives from (a subclass of
+    ``FSDPStrategy`` shards as ``FSDPStrategy`` does), else ``None``."""
+    for cls in type(strategy).__mro__:
+        if cls.__name__ in SHARDED_STRATEGIES:
+            return cls.__name__
+    return None
+
+
 class ZOLightningModule(LightningModule):
     """Base class for zeroth-order training with the Lightning Trainer.
 
@@ -162,6 +172,7 @@ class ZOLightningModule(LightningModule):
         self._zo_accumulated: list[list[TwoPointEstimate]] = []
         self._zo_update_started = 0.0
         self._zo_update_samples = 0
+        self._zo_lr_scale_cache: dict[str, float] = {}
 
     # ----------------------------------------------------------------------------------------------- configuration
 
@@ -219,7 +230,18 @@ class ZOLightningModule(LightningModule):
         tensors = trainable_tensors(optimizer.param_groups, names, eps)
         if not tensors:
             raise ValueError(self._no_trainable_message())
-        return self.zo_structure.plan(tensors, step)
+        plan = self.zo_structure.plan(tensors, step)
+        if self.zo_config.lr_scales:
+            plan = [replace(entry, lr_scale=entry.lr_scale * self._lr_scale(entry.name)) for entry in plan]
+        return plan
+
+    def _lr_scale(self, name: str) -> float:
+        """``zo.lr_scales``' multiplier for the parameter ``name`` (the first matching regex; 1 if none)."""
+        scales = self._zo_lr_scale_cache
+        if name not in scales:
+            matches = (scale for pattern, scale in self.zo_config.lr_scales.items() if re.search(pattern, name))
+            scales[name] = float(next(matches, 1.0))
+        return scales[name]
 
     def _eps_factor(self, step: int) -> float:
         config = self.zo_config
@@ -520,18 +542,34 @@ class ZOLightningModule(LightningModule):
             self._check_trainer()
 
     def _check_trainer(self) -> None:
-        """Strategy and precision checks, run at ``setup`` and again before the first step (in case a subclass
-        overrides ``setup`` without calling ``super().setup``)."""
+        """Strategy, placement and precision checks, run at ``setup`` and again before the first step (in case a
+        subclass overrides ``setup`` without calling ``super().setup``)."""
         if self._zo_checked:
             return
         self._zo_checked = True
         trainer = self.trainer
-        strategy = type(trainer.strategy).__name__
-        if strategy in SHARDED_STRATEGIES:
+        sharded = sharded_strategy_name(trainer.strategy)
+        if sharded is not None:
+            strategy = type(trainer.strategy).__name__
+            strategy = strategy if strategy == sharded else f"{strategy} (a {sharded})"
             raise ValueError(
                 f"ZO training does not support {strategy}: it shards or re-owns the parameters, so in-place "
                 "perturbations are lost or misplaced. Use a single device, DDP ('ddp', 'ddp_spawn', 'ddp_fork'), or "
                 "Hugging Face `device_map` placement on one process."
+            )
+        # Offloaded weights (accelerate hooks) live on 'meta' and are re-loaded from their offload copy for each
+        # forward: an in-place perturbation or update of a trainable one would be silently lost. Frozen ones are
+        # refused too, since Lightning moves the whole module to its device, which fails on 'meta' tensors.
+        offloaded = [(name, p.requires_grad) for name, p in self.named_parameters() if p.device.type == "meta"]
+        if offloaded:
+            trainable = [name for name, requires_grad in offloaded if requires_grad]
+            raise ValueError(
+                f"{len(offloaded)} parameter(s) ({len(trainable)} trainable) are on the 'meta' device, e.g. "
+                f"{(trainable or [name for name, _ in offloaded])[:3]}: they are offloaded (a Hugging Face "
+                "`device_map` with 'disk' entries, or 'cpu' entries beside accelerator ones; `accelerate.cpu_offload` "
+                "or `disk_offload`) and hooks re-load them for each forward, so ZO's in-place perturbations and "
+                "updates would be silently lost. Place every parameter on a real device: a `device_map` with no "
+                "'disk' or offloaded 'cpu' entries (enough `max_memory` on the devices it uses), and no offload."
             )
         plugin = trainer.precision_plugin
         if getattr(plugin, "scaler", None) is not None:
