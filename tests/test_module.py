@@ -238,12 +238,13 @@ def test_an_exception_in_the_second_forward_leaves_clean_weights_and_a_clean_exc
         torch.testing.assert_close(saved[name], good, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("momentum", [0.0, 0.9])
-def test_a_dense_run_resumed_from_a_checkpoint_ends_bitwise_equal(tmp_path, momentum):
+@pytest.mark.parametrize("optimizer", ["zo-sgd", "zo-sgd-mmt", "zo-adam", "hizoo"])
+def test_a_dense_run_resumed_from_a_checkpoint_ends_bitwise_equal(tmp_path, optimizer):
     from tests.callbacks.structure_helpers import LayeredModel, assert_resume_is_exact
+    from zolightning.optim import create_optimizer
 
-    class WithMomentum(LayeredModel):
+    class WithOptimizer(LayeredModel):
         def configure_optimizers(self):
-            return ZOSGD(self.parameters(), lr=0.003, momentum=momentum)
+            return create_optimizer(optimizer, self.named_parameters(), lr=0.003)
 
-    assert_resume_is_exact(lambda: [], tmp_path, model_factory=WithMomentum)
+    assert_resume_is_exact(lambda: [], tmp_path, model_factory=WithOptimizer)
