@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
-from zolightning.module import SHARDED_STRATEGIES, ZOLightningModule
+from zolightning.module import ZOLightningModule, sharded_strategy_name
 
 
 class StructureCallback(Callback):
@@ -35,8 +35,8 @@ class StructureCallback(Callback):
                 f"{name} shapes zeroth-order perturbations; it needs a ZOLightningModule (subclass it, or wrap the "
                 f"module with `zolightning.as_zo`), got {type(pl_module).__name__}."
             )
-        strategy = type(trainer.strategy).__name__
-        if strategy in SHARDED_STRATEGIES:
+        if sharded_strategy_name(trainer.strategy) is not None:
+            strategy = type(trainer.strategy).__name__
             raise ValueError(
                 f"{name} needs each parameter whole and under its own name, which {strategy} does not keep. "
                 "Use a single device or a DDP strategy ('ddp', 'ddp_spawn', 'ddp_fork')."

@@ -1,92 +1,123 @@
-"""ZO under data parallelism: two CPU ranks (gloo) with ``ddp_spawn``, so that pytest is not re-launched."""
+"""ZO under data parallelism: two CPU ranks (gloo).
+
+In-process runs use ``ddp_spawn``, since ``strategy="ddp"`` would re-launch pytest itself; ``ddp`` is run through
+``tests/ddp_script.py`` in a subprocess (one launch for several cases, which also hosts the non-finite-loss cases:
+launching two processes costs more than their training). Every run has a collective timeout (``COLLECTIVE_TIMEOUT``),
+so a rank that skips a collective makes the run fail instead of hanging.
+"""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch import Callback, LightningDataModule, Trainer
-from torch.utils.data import DataLoader, TensorDataset
 
-from tests.conftest import trainer_kwargs
-from zolightning import ZOLightningModule
-from zolightning.callbacks import BlockRotation
+from tests.ddp_helpers import MAX_STEPS, Regressor, fit, flat_weights
+from tests.ddp_script import CASES, NAN_STEP
 
-
-class Regressor(ZOLightningModule):
-    """Module-level, so that ``ddp_spawn`` can pickle it."""
-
-    def __init__(self, **zo) -> None:
-        super().__init__(zo=dict(lr=0.004, seed=3, **zo))
-        torch.manual_seed(0)
-        self.net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
-
-    def training_step(self, batch, batch_idx):
-        x, y = batch
-        return torch.nn.functional.mse_loss(self.net(x), y)
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT_TIMEOUT = 300  # seconds; a healthy run of the script takes well under a minute
 
 
-class SaveWeights(Callback):
-    """Each rank writes its final weights, to compare ranks with each other."""
-
-    def __init__(self, folder: Path) -> None:
-        self.folder = folder
-
-    def on_train_end(self, trainer, pl_module):
-        weights = torch.cat([p.detach().flatten() for p in pl_module.parameters()])
-        torch.save(weights, self.folder / f"rank{trainer.global_rank}.pt")
-
-
-class Interleaved(LightningDataModule):
-    """Rank r of w sees samples r, r + w, r + 2w, … in order: the ranks' batch k together are exactly batch k of a
-    single process with w times the batch size."""
-
-    def __init__(self, batch_size: int, shard: bool = True) -> None:
-        super().__init__()
-        self.batch_size = batch_size
-        self.shard = shard
-
-    def train_dataloader(self) -> DataLoader:
-        generator = torch.Generator().manual_seed(0)
-        x = torch.randn(96, 8, generator=generator)
-        rank, world = (self.trainer.global_rank, self.trainer.world_size) if self.shard else (0, 1)
-        shard = TensorDataset(x[rank::world], x.sum(dim=1, keepdim=True)[rank::world])
-        return DataLoader(shard, batch_size=self.batch_size, shuffle=False)
-
-
-def run(tmp_path: Path, devices: int, batch_size: int, callbacks=(), shard: bool = True, **zo) -> list[torch.Tensor]:
+def run(tmp_path: Path, devices: int, batch_size: int, **kwargs) -> list[dict]:
     folder = tmp_path / f"d{devices}-{len(list(tmp_path.iterdir()))}"
-    folder.mkdir()
-    strategy = "ddp_spawn" if devices > 1 else "auto"
-    trainer = Trainer(
-        max_steps=6, strategy=strategy, use_distributed_sampler=False, callbacks=[*callbacks, SaveWeights(folder)],
-        **trainer_kwargs(devices=devices),
-    )
-    trainer.fit(Regressor(**zo), datamodule=Interleaved(batch_size, shard))
-    return [torch.load(folder / f"rank{r}.pt") for r in range(devices)]
+    return fit(folder, devices, batch_size, **kwargs)
 
 
-@pytest.mark.parametrize("structured", [False, True], ids=["dense", "bcd"])
-def test_two_ranks_stay_identical_and_match_one_rank_with_twice_the_batch(tmp_path, structured):
-    def callbacks():
-        return [BlockRotation(granularity="parameter", order="random-permutation")] if structured else []
-
-    rank0, rank1 = run(tmp_path, devices=2, batch_size=8, callbacks=callbacks())
-    assert torch.equal(rank0, rank1)  # the same seed and the same all-reduced losses on every rank
-    (single,) = run(tmp_path, devices=1, batch_size=16, callbacks=callbacks())
+def assert_two_ranks_match_one_rank_with_twice_the_batch(tmp_path: Path, **kwargs) -> None:
+    rank0, rank1 = run(tmp_path, devices=2, batch_size=8, **kwargs)
+    # The same step seed and the same all-reduced losses on every rank: bitwise the same update.
+    assert torch.equal(rank0["weights"], rank1["weights"])
+    assert rank0["global_step"] == rank1["global_step"] == MAX_STEPS
+    # Nothing but the two losses travels: one all-reduce of 2 numbers a step, no seeds, weights or gradients
+    # (Lightning's `strategy.reduce` adds a barrier, which carries no data).
+    for step in rank0["collectives"] + rank1["collectives"]:
+        assert [call for call in step if call != ("barrier", 0)] == [("all_reduce", 2)], step
+    (single,) = run(tmp_path, devices=1, batch_size=16, **kwargs)
     # Losses averaged over 2×8 or over 16 samples differ in the last fp32 bits, and (L+ − L−)/2ε multiplies that by
     # |L|/ε ≈ 5e3: agreement is to ~1e-5 in the weights, while training moved them by more than 1e-2.
-    torch.testing.assert_close(rank0, single, rtol=1e-3, atol=1e-4)
-    initial = torch.cat([p.detach().flatten() for p in Regressor().parameters()])
-    assert float((single - initial).abs().max()) > 1e-2
+    torch.testing.assert_close(rank0["weights"], single["weights"], rtol=1e-3, atol=1e-4)
+    initial = flat_weights(Regressor())
+    assert float((single["weights"] - initial).abs().max()) > 1e-2
+
+
+@pytest.mark.parametrize("structure", ["dense", "bcd", "sparse", "lozo", "subzero"])
+def test_two_ranks_stay_identical_and_match_one_rank_with_twice_the_batch(tmp_path, structure):
+    assert_two_ranks_match_one_rank_with_twice_the_batch(tmp_path, structure=structure)
+
+
+@pytest.mark.parametrize(("optimizer", "structure"), [("sgd", "dense"), ("adam", "bcd+sparse")])
+def test_a_plain_torch_optimizer_under_ddp_stays_identical_and_matches_one_rank(tmp_path, optimizer, structure):
+    # The module writes the all-reduced estimate g·z into `.grad` on every rank; the torch optimizer steps on it.
+    assert_two_ranks_match_one_rank_with_twice_the_batch(tmp_path, structure=structure, optimizer=optimizer)
 
 
 def test_query_parallel_ranks_apply_every_ranks_direction_like_q_directions_on_one_rank(tmp_path):
     # Both ranks see the same batches, so two ranks with one direction each must equal one rank with q = 2.
     rank0, rank1 = run(tmp_path, devices=2, batch_size=8, shard=False, query_parallel=True)
-    assert torch.equal(rank0, rank1)
+    assert torch.equal(rank0["weights"], rank1["weights"])
+    # Only each rank's losses are gathered: a few numbers per direction (L+, L− and the estimate's other values),
+    # nothing parameter-sized (Lightning gathers the tensors' sizes first).
+    for step in rank0["collectives"] + rank1["collectives"]:
+        assert step and all(name == "all_gather" and numel <= 4 for name, numel in step), step
     (single,) = run(tmp_path, devices=1, batch_size=8, num_directions=2, restore="snapshot")
-    torch.testing.assert_close(rank0, single, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(rank0["weights"], single["weights"], rtol=1e-5, atol=1e-6)
     (one_direction,) = run(tmp_path, devices=1, batch_size=8)
-    assert not torch.allclose(single, one_direction)
+    assert not torch.allclose(single["weights"], one_direction["weights"])
+
+
+@pytest.fixture(scope="module")
+def ddp_script_records(tmp_path_factory) -> Path:
+    """Run ``tests/ddp_script.py`` (``strategy="ddp"``, 2 processes, every case in one launch) and return the folder
+    of its records. ``ddp`` re-runs the launching script for rank 1, so it cannot run inside pytest."""
+    folder = tmp_path_factory.mktemp("ddp-script")
+    command = [sys.executable, str(REPO / "tests" / "ddp_script.py"), str(folder)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=SCRIPT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the script's session: rank 0 and the rank it launched
+        output, _ = process.communicate()
+        pytest.fail(f"tests/ddp_script.py did not finish in {SCRIPT_TIMEOUT} s:\n{output[-4000:]}")
+    assert process.returncode == 0, output[-4000:]
+    return folder
+
+
+def script_records(folder: Path, case: str) -> list[dict]:
+    return [torch.load(folder / case / f"rank{r}.pt") for r in range(2)]
+
+
+@pytest.mark.parametrize("case", ["zosgd-dense", "sgd-lozo"])
+def test_strategy_ddp_keeps_ranks_identical_and_matches_one_rank(ddp_script_records, tmp_path, case):
+    rank0, rank1 = script_records(ddp_script_records, case)
+    assert torch.equal(rank0["weights"], rank1["weights"])
+    assert rank0["global_step"] == rank1["global_step"] == MAX_STEPS
+    for step in rank0["collectives"] + rank1["collectives"]:
+        assert [call for call in step if call != ("barrier", 0)] == [("all_reduce", 2)], step
+    (single,) = run(tmp_path, devices=1, batch_size=16, **CASES[case])
+    torch.testing.assert_close(rank0["weights"], single["weights"], rtol=1e-3, atol=1e-4)
+
+
+@pytest.mark.parametrize("case", ["nan-on-rank1", "nan-on-rank1-query-parallel"])
+def test_a_non_finite_loss_on_one_rank_makes_every_rank_skip_that_step_and_training_goes_on(ddp_script_records, case):
+    # Only rank 1's loss is NaN at one step. The reduced (or gathered) losses are then non-finite on both ranks, so both
+    # skip the update and go on to max_steps. A rank that skipped alone would leave the other waiting on a collective:
+    # the collective timeout and the script's timeout turn that into a failure rather than a hang.
+    rank0, rank1 = script_records(ddp_script_records, case)
+    for record in (rank0, rank1):
+        assert record["global_step"] == MAX_STEPS
+        assert record["nonfinite_steps"] == 1
+        # The skipped step only perturbs and restores (exactly from a snapshot under query parallelism, to rounding
+        # with the arithmetic restore); every other step updates.
+        moved = record["moved"]
+        assert moved[NAN_STEP] < 1e-6, moved
+        assert min(moved[:NAN_STEP] + moved[NAN_STEP + 1:]) > 1e-4, moved
+        assert len(record["collectives"][NAN_STEP]) > 0  # the NaN step still communicated, on both ranks
+    assert rank0["moved"] == rank1["moved"]
+    assert torch.equal(rank0["weights"], rank1["weights"])

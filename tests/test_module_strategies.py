@@ -1,0 +1,60 @@
+"""Strategies that shard or re-own the parameters (FSDP, DeepSpeed) are refused at setup, by the module and by the
+structure callbacks, with a message naming what is supported."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+from lightning.pytorch import Trainer
+from lightning.pytorch.strategies import FSDPStrategy, SingleDeviceStrategy
+
+from tests.conftest import trainer_kwargs
+from tests.ddp_helpers import Interleaved, Regressor
+from zolightning.callbacks import BlockRotation
+from zolightning.module import SHARDED_STRATEGIES
+
+
+class CPUFSDP(FSDPStrategy):
+    """Lightning refuses ``FSDPStrategy`` itself on CPU when the Trainer is built (an exact type check); a subclass
+    builds, initializes its process group and would only fail when wrapping the model, after the setup hooks. A
+    subclass must be refused like the class it derives from."""
+
+
+class DeepSpeedStrategy(SingleDeviceStrategy):
+    """A stand-in under the real class's name: deepspeed is not installed, and Lightning's ``DeepSpeedStrategy``
+    cannot be built without it. Without the refusal this would train like a single device."""
+
+
+@pytest.fixture
+def restore_process_state():
+    """FSDP's launcher sets LOCAL_RANK, MASTER_PORT, … in ``os.environ`` and initializes a process group; later
+    Trainers in this process would take them for an external launcher, so both are undone."""
+    environ = dict(os.environ)
+    yield
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    os.environ.clear()
+    os.environ.update(environ)
+
+
+@pytest.mark.parametrize("strategy", [CPUFSDP, DeepSpeedStrategy], ids=["fsdp-subclass", "deepspeed-by-name"])
+@pytest.mark.parametrize("structured", [False, True], ids=["module", "block-rotation"])
+def test_a_sharding_strategy_is_refused_at_setup_naming_what_is_supported(strategy, structured, restore_process_state):
+    assert "FSDPStrategy" in SHARDED_STRATEGIES and "DeepSpeedStrategy" in SHARDED_STRATEGIES
+    instance = strategy() if strategy is CPUFSDP else strategy(device=torch.device("cpu"))
+    callbacks = [BlockRotation()] if structured else []
+    trainer = Trainer(strategy=instance, max_steps=1, use_distributed_sampler=False, callbacks=callbacks,
+                      **trainer_kwargs())
+    model = Regressor()
+    before = [p.detach().clone() for p in model.parameters()]
+    # The structure callback's setup runs before the module's, so it is the one that reports.
+    match = "BlockRotation needs each parameter whole" if structured else "ZO training does not support"
+    with pytest.raises(ValueError, match=match) as info:
+        trainer.fit(model, datamodule=Interleaved(8))
+    message = str(info.value)
+    assert strategy.__name__ in message
+    assert "'ddp', 'ddp_spawn', 'ddp_fork'" in message
+    assert trainer.global_step == 0
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
