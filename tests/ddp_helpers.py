@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from tests.conftest import trainer_kwargs
 from zolightning import ZOLightningModule
 from zolightning.callbacks import BlockRotation, LowRankRefresh, SparsityMask
+from zolightning.optim import create_optimizer
 
 # A rank that waits on a collective the others never join fails after this long instead of hanging the test run.
 COLLECTIVE_TIMEOUT = timedelta(seconds=60)
@@ -28,8 +29,8 @@ class Regressor(ZOLightningModule):
     """A small MLP regressor.
 
     Args:
-        optimizer: ``None`` (the module's default ZOSGD), ``"sgd"`` (torch SGD with momentum) or ``"adam"``: the plain
-            ``torch.optim`` path, fed by writing g·z into ``.grad``.
+        optimizer: ``None`` (the module's default ZOSGD), ``"sgd"`` (torch SGD with momentum) or ``"adam"`` (the plain
+            ``torch.optim`` path, fed by writing g·z into ``.grad``), or a name from ``zolightning.optim.OPTIMIZERS``.
         nan_at: ``(rank, step)``: that rank alone returns a NaN loss at that global step.
         **zo: ZO options on top of ``lr=0.004, seed=3``.
     """
@@ -48,7 +49,7 @@ class Regressor(ZOLightningModule):
             return torch.optim.SGD(self.parameters(), lr=0.004, momentum=0.5)
         if self.optimizer_name == "adam":
             return torch.optim.Adam(self.parameters(), lr=0.01)
-        raise ValueError(self.optimizer_name)
+        return create_optimizer(self.optimizer_name, self.named_parameters(), lr=0.01)
 
     def training_step(self, batch, batch_idx):
         x, y = batch
