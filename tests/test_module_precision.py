@@ -55,3 +55,25 @@ def test_bf16_true_weights_are_restored_exactly_and_warned_about():
     reference = Recorder(zo=dict(lr=0.0)).to(torch.bfloat16)
     for p, q in zip(model.parameters(), reference.parameters()):
         assert torch.equal(p, q)  # lr 0: three steps of ±εz left the bf16 weights bit for bit as they were
+
+
+@pytest.mark.parametrize("mode", ["nearest", "stochastic", "master"])
+def test_under_bf16_true_tiny_updates_survive_only_with_stochastic_rounding_or_a_master(mode):
+    from zolightning.optim import ZOSGD
+
+    class TinySteps(Recorder):
+        def configure_optimizers(self):
+            # lr·|g·z| ≈ 1e-6 per step: far below half an ulp of every bf16 weight here.
+            return ZOSGD(self.parameters(), lr=1e-7, eps=1e-2, low_precision=mode)
+
+    model = TinySteps()
+    reference = TinySteps().to(torch.bfloat16)
+    with pytest.warns(UserWarning, match="low_precision"):
+        Trainer(max_steps=20, precision="bf16-true", **trainer_kwargs()).fit(model, regression_data())
+    unchanged = all(torch.equal(p, q) for p, q in zip(model.parameters(), reference.parameters()))
+    assert unchanged == (mode != "stochastic")  # 20 steps of a master's updates are still below an ulp
+    if mode == "master":
+        state = model.optimizers().optimizer.state
+        masters = [state[p]["master"] for p in model.parameters()]
+        assert all(m.dtype == torch.float32 for m in masters)
+        assert not all(torch.equal(m, q.float()) for m, q in zip(masters, reference.parameters()))

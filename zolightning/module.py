@@ -585,7 +585,9 @@ class ZOLightningModule(LightningModule):
         if str(trainer.precision) in ("bf16-true", "16-true", "bf16", "16"):
             rank_zero_warn(
                 f"precision={trainer.precision!r} keeps the weights themselves in half precision: the ZO step restores "
-                "them exactly from a snapshot, but an update smaller than half a unit in the last place rounds away "
-                "and the projected gradient is noisier (use a larger eps, e.g. 1e-2). Prefer 'bf16-mixed' or "
+                "them exactly from a snapshot, but with the default `low_precision='nearest'` of the ZO optimizers an "
+                "update smaller than half a unit in the last place rounds away: pass `low_precision='stochastic'` "
+                "(unbiased, no memory) or 'master' (fp32 copies of the active tensors, cheap with BlockRotation). "
+                "The projected gradient is noisier too (use a larger eps, e.g. 1e-2). Prefer 'bf16-mixed' or "
                 "'32-true' when the weights fit in fp32."
             )
