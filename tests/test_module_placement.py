@@ -123,3 +123,29 @@ def test_offloaded_weights_on_the_meta_device_are_refused_with_the_fix(checkpoin
     assert f"{len(offloaded)} parameter(s) ({trainable} trainable)" in message
     if offload.startswith("disk"):
         assert "bert.encoder.layer.1" in message
+
+
+def test_the_device_map_strategy_never_moves_the_model_and_trains(checkpoint, monkeypatch):
+    from zolightning import DeviceMapStrategy
+
+    model = transformers.BertForSequenceClassification.from_pretrained(checkpoint, device_map=DEVICE_MAP)
+    model = accelerate.dispatch_model(model, device_map=DEVICE_MAP, force_hooks=True)
+    module = SequenceClassifier(model)
+    moves = []
+    original = torch.nn.Module.to
+
+    def recording_to(self, *args, **kwargs):
+        moves.append(type(self).__name__)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.nn.Module, "to", recording_to)
+    before = full_loss(model)
+    trainer = Trainer(max_steps=30, strategy=DeviceMapStrategy(), **trainer_kwargs())
+    trainer.fit(module, loader())
+    # Lightning's default single-device strategy moves the whole module (undoing a multi-device map); this one never.
+    assert "SequenceClassifier" not in moves
+    assert trainer.strategy.root_device == torch.device("cpu")
+    assert full_loss(model) < 0.9 * before
+    moves.clear()
+    Trainer(max_steps=1, **trainer_kwargs()).fit(SequenceClassifier(model), loader())
+    assert "SequenceClassifier" in moves  # the control: the default strategy does move it

@@ -7,7 +7,8 @@ Layers, each calling only those below it: :mod:`zolightning.functional` (noise, 
 
 from zolightning.config import ZOConfig
 from zolightning.module import ZOLightningModule
+from zolightning.strategies import DeviceMapStrategy
 from zolightning.wrap import as_zo
 
-__all__ = ["ZOConfig", "ZOLightningModule", "as_zo"]
+__all__ = ["DeviceMapStrategy", "ZOConfig", "ZOLightningModule", "as_zo"]
 __version__ = "0.1.0"
