@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import lightning.pytorch as pl
@@ -9,6 +10,7 @@ from typing_extensions import override
 
 from zolightning.callbacks.structure_callback import StructureCallback
 from zolightning.functional.masked import Criterion, SparseDirections, check_sparse_options
+from zolightning.functional.structure import DirectionRule, ExcludedDirections, compile_pattern
 from zolightning.module import ZOLightningModule
 
 
@@ -23,6 +25,8 @@ class SparsityMask(StructureCallback):
         storage: ``mask`` (default: keep masks, 1 bit per entry in checkpoints) or ``recompute`` (keep thresholds only
             and rebuild masks each step).
         seed: seeds random masks (default: the module's ``zo.seed``).
+        exclude: parameter-name regexes of tensors perturbed densely instead (default none), e.g. ``["^head\\."]``
+            for a new head on a sparse-perturbed pretrained body.
 
     Composes with :class:`BlockRotation` (a mask inside the active block); not with :class:`LowRankRefresh`.
     """
@@ -37,9 +41,11 @@ class SparsityMask(StructureCallback):
         scope: Literal["per-tensor", "global"] = "per-tensor",
         storage: Literal["mask", "recompute"] = "mask",
         seed: int | None = None,
+        exclude: Sequence[str] = (),
     ) -> None:
         super().__init__()
         check_sparse_options(sparsity, criterion, refresh_interval, scope, storage)
+        self.exclude = [compile_pattern(pattern, "exclude").pattern for pattern in exclude]
         self.sparsity = sparsity
         self.criterion: Criterion = criterion
         self.refresh_interval = refresh_interval
@@ -48,9 +54,10 @@ class SparsityMask(StructureCallback):
         self.seed = seed
 
     @override
-    def build(self, trainer: pl.Trainer, pl_module: ZOLightningModule) -> SparseDirections:
+    def build(self, trainer: pl.Trainer, pl_module: ZOLightningModule) -> DirectionRule:
         seed = pl_module.zo_config.seed if self.seed is None else self.seed
-        return SparseDirections(
-            self.sparsity, self.criterion, self.refresh_interval, self.scope, self.storage, seed,
-            pl_module.zo_config.distribution,
+        distribution = pl_module.zo_config.distribution
+        rule = SparseDirections(
+            self.sparsity, self.criterion, self.refresh_interval, self.scope, self.storage, seed, distribution
         )
+        return ExcludedDirections(rule, self.exclude, distribution) if self.exclude else rule

@@ -10,6 +10,13 @@ def test_resume_across_a_refresh_is_exact(mode, tmp_path):
     assert_resume_is_exact(lambda: [LowRankRefresh(rank=2, refresh_interval=2, mode=mode)], tmp_path, steps=7)
 
 
+def test_excluded_matrices_get_dense_noise_and_the_rest_keep_their_factors():
+    model, trainer = fit([LowRankRefresh(rank=1, refresh_interval=5, exclude=[r"^head\."])], steps=1)
+    (callback,) = [c for c in trainer.callbacks if isinstance(c, LowRankRefresh)]
+    kept = callback.state_dict()
+    assert "head.weight" not in kept and "stem.weight" in kept
+
+
 def test_factors_are_kept_per_matrix_and_biases_stay_dense():
     refresh = LowRankRefresh(rank=2, refresh_interval=5, mode="lozo")
     model, _ = fit([refresh], steps=2)
@@ -28,7 +35,7 @@ def test_low_rank_training_lowers_the_loss():
 
 
 @pytest.mark.parametrize(("kwargs", "match"), [({"rank": 0}, "rank"), ({"refresh_interval": 0}, "refresh_interval"),
-                                               ({"mode": "svd"}, "mode")])
+                                               ({"mode": "svd"}, "mode"), ({"exclude": ["[a"]}, "`exclude`")])
 def test_bad_arguments_are_refused_by_name(kwargs, match):
     with pytest.raises(ValueError, match=match):
         LowRankRefresh(**kwargs)

@@ -15,11 +15,14 @@ always moves along the very direction that was estimated.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
+import torch
 from torch import Tensor
 
 from zolightning.functional.directions import DenseDirection, TensorDirection
@@ -84,6 +87,51 @@ class DenseDirections(DirectionRule):
 
     def __repr__(self) -> str:
         return f"DenseDirections({self.dense.distribution!r})"
+
+
+class ExcludedDirections(DirectionRule):
+    """A direction rule for every tensor but those whose names match ``exclude``, which get dense noise.
+
+    E.g. a sparse or low-rank rule on a pretrained body, with the new head perturbed densely. The inner rule never
+    sees excluded tensors, not even in :meth:`prepare` (so global thresholds leave them out). State is the inner rule's.
+
+    Args:
+        inner: the rule for the included tensors.
+        exclude: parameter-name regexes (``re.search``) of the tensors to perturb densely.
+        distribution: the excluded tensors' noise.
+    """
+
+    def __init__(self, inner: DirectionRule, exclude: Sequence[str], distribution: Distribution = "gaussian") -> None:
+        self.inner = inner
+        self.exclude = list(exclude)
+        self.patterns = [compile_pattern(pattern, "exclude") for pattern in self.exclude]
+        self.dense = DenseDirection(distribution)
+
+    def excluded(self, name: str) -> bool:
+        return any(pattern.search(name) for pattern in self.patterns)
+
+    def prepare(self, tensors: Sequence[TrainableTensor], step: int) -> None:
+        self.inner.prepare([t for t in tensors if not self.excluded(t.name)], step)
+
+    def direction(self, tensor: TrainableTensor, step: int) -> TensorDirection:
+        return self.dense if self.excluded(tensor.name) else self.inner.direction(tensor, step)
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.inner.state_dict()  # type: ignore[attr-defined, no-any-return]
+
+    def load_state_dict(self, state: Mapping[str, Any], device_of: Mapping[str, torch.device] | None = None) -> None:
+        self.inner.load_state_dict(state, device_of)  # type: ignore[attr-defined]
+
+    def __repr__(self) -> str:
+        return f"ExcludedDirections({self.inner!r}, exclude={self.exclude!r})"
+
+
+def compile_pattern(pattern: str, argument: str) -> re.Pattern[str]:
+    """``re.compile(pattern)``, or a ``ValueError`` naming ``argument`` and the regex error."""
+    try:
+        return re.compile(pattern)
+    except re.error as error:
+        raise ValueError(f"Invalid regex {pattern!r} in `{argument}`: {error}.") from None
 
 
 class PerturbationStructure:
