@@ -4,19 +4,38 @@ All variants run in one process on the same model and batch, interleaved repeat 
 affects them alike; the report gives medians and ratios. Each step is split into forward time and the rest
 (perturbation, restore and update).
 
-    python benchmarks/step_time.py                       # OPT-125m-shaped, fp32, batch 16 × 64, 5 repeats
-    python benchmarks/step_time.py --repeats 9 --variants floor,mezo-reference,zo-dense,bcd-layer
+    python -m benchmarks.step_time                       # OPT-125m-shaped, fp32, batch 16 × 64, 5 repeats
+    python -m benchmarks.step_time --repeats 9 --variants floor,mezo-reference,zo-dense,bcd-layer
+    python -m benchmarks.step_time --model smollm2-135m --batch 8 --repeats 3
+    python -m benchmarks.step_time --plot-only           # redraw the PNG from an existing JSON
+
+Writes ``results/step_time.json`` (OPT-125m) or ``results/step_time_<model>.json``, and a PNG of the same name:
+stacked bars of forward vs perturbation+update time per variant, with the two-forward floor marked.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 
 import torch
 
-from benchmarks.common import Timer, lm_loss, machine, opt_125m_shaped, table, token_batch, write_report
+from benchmarks.common import (
+    MODELS,
+    RESULTS,
+    Timer,
+    build_model,
+    lm_loss,
+    machine,
+    pyplot,
+    read_report,
+    source_info,
+    table,
+    token_batch,
+    write_report,
+)
 from zolightning.functional.block_schedule import BlockSchedule
 from zolightning.functional.block_selection import BlockSelection
 from zolightning.functional.blocks import partition_blocks
@@ -58,15 +77,70 @@ def mezo_reference_step(params: list[torch.nn.Parameter], loss_fn: Callable[[], 
     return first + second
 
 
+FLOOR = "floor (2 forwards)"
+
+
+def report_name(model: str) -> str:
+    """The OPT-125m report keeps its original name; other models get their own file."""
+    return "step_time" if model == "opt-125m" else f"step_time_{model}"
+
+
+def plot(name: str) -> None:
+    """Stacked bars per variant: forward seconds and the rest (perturbation + restore + update; backward + Adam for
+    backprop), with the floor's median as a dashed line; written next to the JSON."""
+    plt = pyplot()
+    if plt is None:
+        return
+    report = read_report(name)
+    results = report["results"]
+    names = list(results)
+    forward = [results[n]["forward_s"] for n in names]
+    rest = [max(results[n]["perturb_update_s"], 0.0) for n in names]
+    fig, ax = plt.subplots(figsize=(max(6.0, 1.0 * len(names) + 2), 4.5))
+    ax.bar(names, forward, label="forward passes", color="#4c72b0")
+    ax.bar(names, rest, bottom=forward, label="perturbation + restore + update\n(backward + Adam for backprop)",
+           color="#dd8452")
+    if FLOOR in results:
+        floor = results[FLOOR]["median_s"]
+        ax.axhline(floor, color="black", linestyle="--", linewidth=1, label=f"floor: 2 no_grad forwards, {floor:.2f} s")
+        for x, n in enumerate(names):
+            ax.text(x, results[n]["median_s"], f"{results[n]['vs_floor']:.2f}×", ha="center", va="bottom", fontsize=8)
+    ax.set_ylim(0, 1.3 * max(results[n]["median_s"] for n in names))
+    ax.set_ylabel("seconds per step (median; labels: × floor)")
+    ax.set_title(f"{report['model']}, {report['dtype']}, batch {report['batch']}×{report['length']}, "
+                 f"{report['machine']['torch_threads']} torch thread(s) on {report['machine']['cores']} CPU cores"
+                 + (f", {report['machine']['cuda']}" if report["machine"].get("cuda") else ""), fontsize=9)
+    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
+    for label in ax.get_xticklabels():
+        label.set_horizontalalignment("right")
+    ax.legend(fontsize=8, loc="upper left")
+    fig.tight_layout()
+    path = RESULTS / f"{name}.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"plot written to {path}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", choices=sorted(MODELS), default="opt-125m")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--variants", default="all")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
+    parser.add_argument("--out", default=None, help="report name (default: step_time[_<model>])")
+    parser.add_argument("--plot-only", action="store_true", help="only redraw the PNG from the existing JSON")
     args = parser.parse_args()
+    report = args.out or report_name(args.model)
+    if args.plot_only:
+        plot(report)
+        return
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
-    model = opt_125m_shaped()
+    load_before = machine()["loadavg_1_5_15"]
+    model = build_model(args.model)
     tokens = token_batch(args.batch, args.length, model.config.vocab_size)
     loss_fn = lm_loss(model, tokens)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
@@ -115,6 +189,7 @@ def main() -> None:
         "bcd-sublayer": zo_step(blocks("sublayer")),
         "sparse-random-0.75": zo_step(PerturbationStructure(directions=SparseDirections(0.75, "random", refresh_interval=100))),
         "lozo-r2": zo_step(PerturbationStructure(directions=LowRankDirections(2, 50, "lozo"))),
+        "subzero-r24": zo_step(PerturbationStructure(directions=LowRankDirections(24, 1000, "subzero"))),
         "backprop-adam": backprop,
     }
     if args.variants != "all":
@@ -127,12 +202,15 @@ def main() -> None:
         for name, fn in variants.items():
             timer.run(name, fn)
         print(f"repeat {repeat + 1}/{args.repeats} done", flush=True)
-    summary = timer.summary("floor (2 forwards)", "mezo-reference" if "mezo-reference" in variants else None)
-    payload = {"model": "OPT-125m-shaped (random init)", "dtype": "fp32", "batch": args.batch, "length": args.length,
-               "params": sum(p.numel() for p in params), "machine": machine(), "results": summary}
-    path = write_report("step_time", payload)
+    summary = timer.summary(FLOOR, "mezo-reference" if "mezo-reference" in variants else None)
+    payload = {"model": MODELS[args.model][1], "dtype": "fp32", "batch": args.batch, "length": args.length,
+               "params": sum(p.numel() for p in params), "machine": machine(), "loadavg_before": load_before,
+               "source": source_info(),
+               "command": "python -m benchmarks.step_time " + " ".join(sys.argv[1:]), "results": summary}
+    path = write_report(report, payload)
     print(table(summary))
     print(f"written to {path}")
+    plot(report)
 
 
 if __name__ == "__main__":
