@@ -14,6 +14,8 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from zolightning.functional.noise_workers import noise_executor
+
 Distribution = Literal["gaussian", "rademacher"]
 DISTRIBUTIONS: tuple[str, ...] = ("gaussian", "rademacher")
 
@@ -67,17 +69,40 @@ def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
     return generator
 
 
+# Noise is defined in chunks of this many elements, each from its own stream, so that chunks can be drawn in parallel.
+NOISE_CHUNK = 1 << 20
+
+
 def fill_noise_(out: Tensor, seed: int, distribution: Distribution = "gaussian") -> Tensor:
     """Fill ``out`` in place with i.i.d. noise from the stream ``seed``.
 
     ``gaussian``: N(0, 1). ``rademacher``: ±1 with equal probability (same variance, cheaper to draw).
+
+    A tensor of up to :data:`NOISE_CHUNK` elements is one stream. A larger one is split, in memory order, into chunks of
+    that size, chunk k drawn from the stream ``mix_seed(seed, k)``; the chunks are drawn on the noise worker threads
+    (:mod:`zolightning.functional.noise_workers`), and the values do not depend on how many there are.
     """
+    check_distribution(distribution)
+    flat = out.view(-1) if out.is_contiguous() else None
+    if flat is None or flat.numel() <= NOISE_CHUNK:
+        return _fill(out, seed, distribution)
+    chunks = [(flat[start : start + NOISE_CHUNK], mix_seed(seed, index)) for index, start in
+              enumerate(range(0, flat.numel(), NOISE_CHUNK))]
+    executor = noise_executor() if out.device.type == "cpu" else None
+    if executor is None:
+        for chunk, chunk_seed in chunks:
+            _fill(chunk, chunk_seed, distribution)
+    else:
+        for future in [executor.submit(_fill, chunk, chunk_seed, distribution) for chunk, chunk_seed in chunks]:
+            future.result()
+    return out
+
+
+def _fill(out: Tensor, seed: int, distribution: Distribution) -> Tensor:
     generator = make_generator(seed, out.device)
     if distribution == "gaussian":
         return out.normal_(generator=generator)
-    if distribution == "rademacher":
-        return out.random_(0, 2, generator=generator).mul_(2).sub_(1)
-    raise ValueError(f"distribution must be one of {DISTRIBUTIONS}, got {distribution!r}")
+    return out.random_(0, 2, generator=generator).mul_(2).sub_(1)
 
 
 def sample_noise(

@@ -25,7 +25,7 @@ from zolightning.functional.estimators import (
     two_point_estimate,
 )
 from zolightning.functional.noise import mix_seed, step_seed, tensor_seed
-from zolightning.functional.perturbation import ActiveTensor, PerturbationPlan, perturb_
+from zolightning.functional.perturbation import ActiveTensor, PerturbationPlan, iter_directions, perturb_
 from zolightning.functional.rounding import FULL_PRECISION, check_low_precision_update, round_stochastic_
 from zolightning.functional.structure import TrainableTensor, dense_structure
 
@@ -271,19 +271,21 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
         first, so that restore and update share one noise draw (three passes of noise per step instead of MeZO's
         four). Several directions: ``(entry, (1/q)·Σₖ gₖ·zₖ, 1.0)``, the averaged estimate, built one tensor at a time.
         """
-        for entry in plan:
-            gradients = [self.transform_projected_gradient(e.projected_gradient(entry.eps, self._clip)) for e in estimates]
-            if len(estimates) == 1:
-                (estimate,) = estimates
-                z = entry.direction_at(estimate.seed)
+        gradient = lambda entry, estimate: self.transform_projected_gradient(  # noqa: E731
+            estimate.projected_gradient(entry.eps, self._clip)
+        )
+        if len(estimates) == 1:
+            (estimate,) = estimates
+            for entry, z in iter_directions(plan, estimate.seed):
                 if estimate.pending_offset and id(entry) not in self._restored:
                     entry.param.add_(z.to(entry.param.dtype), alpha=-estimate.pending_offset * entry.eps)
                     self._restored.add(id(entry))
-                yield entry, z, gradients[0]
-                continue
+                yield entry, z, gradient(entry, estimate)
+            return
+        for entry in plan:
             combined = torch.zeros(entry.param.shape, dtype=torch.float32, device=entry.param.device)
-            for estimate, gradient in zip(estimates, gradients):
-                combined.add_(entry.direction_at(estimate.seed), alpha=gradient / len(estimates))
+            for estimate in estimates:
+                combined.add_(entry.direction_at(estimate.seed), alpha=gradient(entry, estimate) / len(estimates))
             yield entry, combined, 1.0
 
     @contextmanager

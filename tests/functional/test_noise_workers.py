@@ -1,0 +1,35 @@
+import pytest
+import torch
+
+from zolightning.functional.noise import NOISE_CHUNK, fill_noise_, mix_seed
+from zolightning.functional.noise_workers import noise_workers, set_noise_workers
+
+
+@pytest.fixture
+def restore_workers():
+    before = noise_workers()
+    yield
+    set_noise_workers(before)
+
+
+@pytest.mark.parametrize("distribution", ["gaussian", "rademacher"])
+def test_noise_does_not_depend_on_the_number_of_worker_threads(restore_workers, distribution):
+    shape = (3 * NOISE_CHUNK + 17,)
+    set_noise_workers(1)
+    serial = fill_noise_(torch.empty(shape), 42, distribution)
+    set_noise_workers(3)
+    parallel = fill_noise_(torch.empty(shape), 42, distribution)
+    assert torch.equal(serial, parallel)
+
+
+def test_a_large_tensor_is_drawn_chunk_by_chunk_from_independent_streams():
+    noise = fill_noise_(torch.empty(2 * NOISE_CHUNK), 7)
+    first = fill_noise_(torch.empty(NOISE_CHUNK), mix_seed(7, 0))
+    second = fill_noise_(torch.empty(NOISE_CHUNK), mix_seed(7, 1))
+    assert torch.equal(noise[:NOISE_CHUNK], first) and torch.equal(noise[NOISE_CHUNK:], second)
+    assert float(noise.std()) == pytest.approx(1.0, abs=0.01)
+
+
+def test_a_bad_worker_count_is_refused_by_name():
+    with pytest.raises(ValueError, match="`workers`"):
+        set_noise_workers(0)
