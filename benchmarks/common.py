@@ -103,6 +103,19 @@ def make_structure(name: str, model: torch.nn.Module):
     raise ValueError(f"unknown structure {name!r}; choose from {STRUCTURES}")
 
 
+def two_forwards(loss_fn: Callable[[], torch.Tensor]) -> Callable[[], float]:
+    """The floor of a ZO step: two plain ``no_grad`` forwards; returns their wall time in seconds."""
+
+    def floor() -> float:
+        tick = time.perf_counter()
+        with torch.no_grad():
+            loss_fn()
+            loss_fn()
+        return time.perf_counter() - tick
+
+    return floor
+
+
 def machine() -> dict[str, Any]:
     return {
         "cpu": platform.processor() or platform.machine(),
@@ -251,6 +264,20 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def save_plot(plt: Any, fig: Any, ax: Any, name: str, rotation: int = 0, labelsize: int = 8) -> Path:
+    """Slant the x labels by ``rotation`` degrees (right-aligned), lay out, write ``results/<name>.png`` and close."""
+    if rotation:
+        ax.tick_params(axis="x", labelrotation=rotation, labelsize=labelsize)
+        for label in ax.get_xticklabels():
+            label.set_horizontalalignment("right")
+    fig.tight_layout()
+    path = RESULTS / f"{name}.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    print(f"plot written to {path}")
+    return path
 
 
 def table(summary: dict[str, dict[str, float]]) -> str:

@@ -333,7 +333,7 @@ def report_name(model: str) -> str:
 
 
 def plot(name: str) -> None:
-    from benchmarks.common import RESULTS, pyplot, read_report
+    from benchmarks.common import pyplot, read_report, save_plot
 
     plt = pyplot()
     if plt is None:
@@ -354,11 +354,7 @@ def plot(name: str) -> None:
     ax.set_ylim(1, 50 * max(values))
     ax.set_title(f"DDP, 2 CPU ranks (gloo): {report['model']}, {report['params'] / 1e6:.1f}M params\n"
                  "setup traffic (initial parameter broadcast) excluded", fontsize=8)
-    fig.tight_layout()
-    path = RESULTS / f"{name}.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print(f"plot written to {path}")
+    save_plot(plt, fig, ax, name)
 
 
 def main() -> None:

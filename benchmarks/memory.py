@@ -101,7 +101,7 @@ def child(variant: str, model_name: str, batch: int, length: int, steps: int) ->
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
-    step_fn = None
+    step_fn: Any = None
     info: dict[str, Any] = {"variant": variant}
     if variant not in (INFERENCE, BACKPROP):
         structure_name, label = variant.split("/", 1)
@@ -223,7 +223,7 @@ def report_name(model: str) -> str:
 
 
 def plot(name: str) -> None:
-    from benchmarks.common import RESULTS, pyplot, read_report
+    from benchmarks.common import pyplot, read_report, save_plot
 
     plt = pyplot()
     if plt is None:
@@ -254,15 +254,8 @@ def plot(name: str) -> None:
     ax.set_ylim(0, 1.2 * max(peaks))
     ax.set_title(f"{report['model']}, fp32, batch {report['batch']}×{report['length']}, {report['steps']} steps"
                  + (f"\nskipped (not implemented yet): {', '.join(skipped)}" if skipped else ""), fontsize=8)
-    ax.tick_params(axis="x", labelrotation=35, labelsize=7)
-    for label in ax.get_xticklabels():
-        label.set_horizontalalignment("right")
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    path = RESULTS / f"{name}.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print(f"plot written to {path}")
+    save_plot(plt, fig, ax, name, rotation=35, labelsize=7)
 
 
 def main() -> None:

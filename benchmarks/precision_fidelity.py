@@ -6,7 +6,7 @@ correlation of the projected gradients, and the share of seeds where the sign ag
 weights (as Lightning's ``*-mixed`` precisions do); ``true`` converts the weights (as ``*-true`` do). The
 ``bf16-mixed, cache not cleared`` row shows the autocast weight-cache trap that zolightning's perturbation avoids.
 
-    python benchmarks/precision_fidelity.py --seeds 64 --eps 1e-3
+    python -m benchmarks.precision_fidelity --seeds 64 --eps 1e-3
 """
 
 from __future__ import annotations

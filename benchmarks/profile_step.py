@@ -37,7 +37,17 @@ import zolightning.functional.directions as directions_module
 import zolightning.functional.estimators as estimators_module
 import zolightning.functional.noise as noise_module
 import zolightning.optim.sgd as sgd_module
-from benchmarks.common import MODELS, RESULTS, build_model, lm_loss, machine, source_info, token_batch, write_report
+from benchmarks.common import (
+    MODELS,
+    RESULTS,
+    build_model,
+    lm_loss,
+    machine,
+    source_info,
+    token_batch,
+    two_forwards,
+    write_report,
+)
 from zolightning.functional.noise import fill_noise_, make_generator, step_seed, tensor_seed
 from zolightning.functional.structure import TrainableTensor, dense_structure, tensor_key
 from zolightning.optim import ZOSGD
@@ -257,12 +267,7 @@ def ab_steps(model: torch.nn.Module, tokens: torch.Tensor, repeats: int) -> dict
 
         return step
 
-    def floor() -> float:
-        tick = time.perf_counter()
-        with torch.no_grad():
-            loss_fn()
-            loss_fn()
-        return time.perf_counter() - tick
+    floor = two_forwards(loss_fn)
 
     # Same seed, same start: the fixed step must leave bitwise the same weights as the library's.
     saved = [p.detach().clone() for _, p in named]

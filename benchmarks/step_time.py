@@ -24,7 +24,7 @@ import torch
 
 from benchmarks.common import (
     MODELS,
-    RESULTS,
+    save_plot,
     Timer,
     build_model,
     lm_loss,
@@ -34,6 +34,7 @@ from benchmarks.common import (
     source_info,
     table,
     token_batch,
+    two_forwards,
     write_report,
 )
 from zolightning.functional.block_schedule import BlockSchedule
@@ -110,15 +111,8 @@ def plot(name: str) -> None:
     ax.set_title(f"{report['model']}, {report['dtype']}, batch {report['batch']}×{report['length']}, "
                  f"{report['machine']['torch_threads']} torch thread(s) on {report['machine']['cores']} CPU cores"
                  + (f", {report['machine']['cuda']}" if report["machine"].get("cuda") else ""), fontsize=9)
-    ax.tick_params(axis="x", labelrotation=30, labelsize=8)
-    for label in ax.get_xticklabels():
-        label.set_horizontalalignment("right")
     ax.legend(fontsize=8, loc="upper left")
-    fig.tight_layout()
-    path = RESULTS / f"{name}.png"
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    print(f"plot written to {path}")
+    save_plot(plt, fig, ax, name, rotation=30)
 
 
 def main() -> None:
@@ -162,12 +156,7 @@ def main() -> None:
         schedule = BlockSchedule(len(partition), "cyclic")
         return PerturbationStructure(BlockSelection([b.param_names for b in partition], schedule), restore="snapshot")
 
-    def floor() -> float:
-        tick = time.perf_counter()
-        with torch.no_grad():
-            loss_fn()
-            loss_fn()
-        return time.perf_counter() - tick
+    floor = two_forwards(loss_fn)
 
     adam = torch.optim.Adam(params, lr=1e-5)
 
