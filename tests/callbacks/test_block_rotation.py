@@ -65,11 +65,17 @@ def test_a_module_that_is_not_zo_is_refused():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [({"granularity": "row"}, "granularity"), ({"order": "zigzag"}, "order"), ({"steps_per_block": 0}, "steps_per_block"),
-     ({"patterns": ["("]}, "regex"), ({"lr_scales": {"head": -1.0}}, "lr_scales")],
+     ({"patterns": ["("]}, "regex"), ({"lr_scales": {"head": -1.0}}, "lr_scales"), ({"restore": "copy"}, "`restore`")],
 )
 def test_bad_arguments_are_refused_by_name(kwargs, match):
     with pytest.raises(ValueError, match=match):
         BlockRotation(**kwargs)
+
+
+@pytest.mark.parametrize(("restore", "expected"), [("snapshot", "snapshot"), ("auto", None)])
+def test_the_block_is_restored_from_a_snapshot_unless_auto_is_asked_for(restore, expected):
+    model, _ = fit([BlockRotation(restore=restore)], steps=2)
+    assert model.zo_structure.restore == expected
 
 
 def test_user_patterns_define_the_blocks():
