@@ -37,14 +37,10 @@ from benchmarks.common import (
     two_forwards,
     write_report,
 )
-from zolightning.functional.block_schedule import BlockSchedule
-from zolightning.functional.block_selection import BlockSelection
-from zolightning.functional.blocks import partition_blocks
-from zolightning.functional.low_rank import LowRankDirections
-from zolightning.functional.masked import SparseDirections
-from zolightning.functional.noise import step_seed
-from zolightning.functional.structure import PerturbationStructure, TrainableTensor, dense_structure
+from zolightning.config import ZOConfig
+from zolightning.engine import StepEngine
 from zolightning.optim import ZOSGD
+from zolightning.structures import BlockSelection, LowRankDirections, SparseDirections, StructureRule
 
 EPS, LR = 1e-3, 1e-7  # tiny lr: the weights barely move across repeats, so every repeat times the same model
 
@@ -139,22 +135,22 @@ def main() -> None:
     loss_fn = lm_loss(model, tokens)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
-    tensors = [TrainableTensor(n, p, EPS) for n, p in named]
-    optimizer = ZOSGD(named, lr=LR, eps=EPS)
     counter = {"step": 0}
 
-    def zo_step(structure: PerturbationStructure, restore: str = "auto") -> Callable[[], float]:
+    def zo_step(*rules: StructureRule, distribution: str = "gaussian") -> Callable[[], float]:
+        """One variant: its own optimizer and engine (the same step the Trainer runs), with ``rules`` installed."""
+        optimizer = ZOSGD(named, lr=LR, eps=EPS)
+        engine = StepEngine(ZOConfig(distribution=distribution), module=model)
+        for rule in rules:
+            engine.install(rule)
+        optimizer.use_engine(engine)
+
         def step() -> float:
             k = counter["step"] = counter["step"] + 1
-            optimizer.step(loss_fn, seed=step_seed(0, k), plan=structure.plan(tensors, k), restore=restore)
-            return optimizer.last_estimate.forward_seconds
+            optimizer.step(loss_fn, step=k)
+            return engine.last.forward_seconds
 
         return step
-
-    def blocks(granularity: str) -> PerturbationStructure:
-        partition = partition_blocks(model, granularity)
-        schedule = BlockSchedule(len(partition), "cyclic")
-        return PerturbationStructure(BlockSelection([b.param_names for b in partition], schedule), restore="snapshot")
 
     floor = two_forwards(loss_fn)
 
@@ -172,13 +168,13 @@ def main() -> None:
     variants: dict[str, Callable[[], float]] = {
         "floor (2 forwards)": floor,
         "mezo-reference": lambda: mezo_reference_step(params, loss_fn, seed=counter["step"]),
-        "zo-dense": zo_step(dense_structure()),
-        "zo-dense-rademacher": zo_step(dense_structure("rademacher")),
-        "bcd-layer": zo_step(blocks("layer")),
-        "bcd-sublayer": zo_step(blocks("sublayer")),
-        "sparse-random-0.75": zo_step(PerturbationStructure(directions=SparseDirections(0.75, "random", refresh_interval=100))),
-        "lozo-r2": zo_step(PerturbationStructure(directions=LowRankDirections(2, 50, "lozo"))),
-        "subzero-r24": zo_step(PerturbationStructure(directions=LowRankDirections(24, 1000, "subzero"))),
+        "zo-dense": zo_step(),
+        "zo-dense-rademacher": zo_step(distribution="rademacher"),
+        "bcd-layer": zo_step(BlockSelection("layer")),
+        "bcd-sublayer": zo_step(BlockSelection("sublayer")),
+        "sparse-random-0.75": zo_step(SparseDirections(0.75, "random", refresh_interval=100)),
+        "lozo-r2": zo_step(LowRankDirections(2, 50, "lozo")),
+        "subzero-r24": zo_step(LowRankDirections(24, 1000, "subzero")),
         "backprop-adam": backprop,
     }
     if args.variants != "all":

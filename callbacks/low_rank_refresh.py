@@ -4,30 +4,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import lightning.pytorch as pl
-from typing_extensions import override
-
 from zolightning.callbacks.structure_callback import StructureCallback
-from zolightning.functional.low_rank import LowRankDirections, LowRankMode
-from zolightning.functional.structure import DirectionRule, ExcludedDirections, compile_pattern
-from zolightning.module import ZOLightningModule
+from zolightning.functional.low_rank import LowRankMode
+from zolightning.structures.exclusion import ExcludedDirections
+from zolightning.structures.low_rank import LowRankDirections
 
 
 class LowRankRefresh(StructureCallback):
-    """Perturb each weight matrix along a low-rank direction whose factors are refreshed periodically.
+    """Perturb each weight matrix along a low-rank direction whose factors are refreshed periodically: installs
+    :class:`~zolightning.structures.LowRankDirections` (wrapped in
+    :class:`~zolightning.structures.ExcludedDirections` when ``exclude`` is given).
 
     Args:
         rank: r (default 2; LOZO uses 1 or 2, SubZero e.g. 24). Capped at each matrix's smaller side.
         refresh_interval: steps between factor refreshes (default 50; LOZO's ν ∈ {50, 100}, SubZero's T₀ e.g. 1000).
         mode: ``lozo`` (z = U·Vᵀ/√r, U each step, V kept) or ``subzero`` (z = U·S·Vᵀ·√(mn)/r, orthonormal U, V kept,
             S each step). 1-D tensors (biases, norms) get dense noise.
-        seed: seeds the factors (default: the module's ``zo.seed``).
-        exclude: parameter-name regexes of tensors perturbed densely instead (default none).
+        seed: seeds the factors (default: ``zo.seed``).
+        exclude: parameter-name regexes of tensors perturbed densely instead (default none), e.g. a new head.
 
     State: the kept factors per parameter name. Composes with :class:`BlockRotation`; not with :class:`SparsityMask`.
     """
-
-    part = "directions"
 
     def __init__(
         self,
@@ -37,18 +34,5 @@ class LowRankRefresh(StructureCallback):
         seed: int | None = None,
         exclude: Sequence[str] = (),
     ) -> None:
-        super().__init__()
-        self.exclude = [compile_pattern(pattern, "exclude").pattern for pattern in exclude]
-        # Validate now, with the same checks the rule applies, so that a bad YAML value fails before any training.
-        LowRankDirections(rank, refresh_interval, mode)
-        self.rank = rank
-        self.refresh_interval = refresh_interval
-        self.mode: LowRankMode = mode
-        self.seed = seed
-
-    @override
-    def build(self, trainer: pl.Trainer, pl_module: ZOLightningModule) -> DirectionRule:
-        seed = pl_module.zo_config.seed if self.seed is None else self.seed
-        distribution = pl_module.zo_config.distribution
-        rule = LowRankDirections(self.rank, self.refresh_interval, self.mode, seed, distribution)
-        return ExcludedDirections(rule, self.exclude, distribution) if self.exclude else rule
+        rule = LowRankDirections(rank, refresh_interval, mode, seed)
+        super().__init__(ExcludedDirections(rule, exclude) if exclude else rule)

@@ -17,8 +17,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from tests.conftest import trainer_kwargs
 from zolightning import ZOLightningModule
-from zolightning.callbacks import BlockRotation, LowRankRefresh, SparsityMask
+from zolightning.callbacks import BlockRotation, LowRankRefresh, SparsityMask, StructureCallback
 from zolightning.optim import create_optimizer
+from zolightning.structures import LayerSubset
 
 # A rank that waits on a collective the others never join fails after this long instead of hanging the test run.
 COLLECTIVE_TIMEOUT = timedelta(seconds=60)
@@ -32,11 +33,12 @@ class Regressor(ZOLightningModule):
         optimizer: ``None`` (the module's default ZOSGD), ``"sgd"`` (torch SGD with momentum) or ``"adam"`` (the plain
             ``torch.optim`` path, fed by writing g·z into ``.grad``), or a name from ``zolightning.optim.OPTIMIZERS``.
         nan_at: ``(rank, step)``: that rank alone returns a NaN loss at that global step.
-        **zo: ZO options on top of ``lr=0.004, seed=3``.
+        **zo: ZO options on top of ``seed=3`` (and ``lr=0.004`` for the default optimizer).
     """
 
     def __init__(self, optimizer: str | None = None, nan_at: tuple[int, int] | None = None, **zo: Any) -> None:
-        super().__init__(zo=dict(lr=0.004, seed=3, **zo))
+        # zo.lr is the default optimizer's; any other optimizer has its own.
+        super().__init__(zo=dict(seed=3, **({"lr": 0.004} if optimizer is None else {}), **zo))
         self.optimizer_name = optimizer
         self.nan_at = nan_at
         torch.manual_seed(0)
@@ -153,6 +155,7 @@ STRUCTURES: dict[str, Callable[[], list[Callback]]] = {
     "lozo": lambda: [LowRankRefresh(rank=2, refresh_interval=3, mode="lozo")],
     "subzero": lambda: [LowRankRefresh(rank=2, refresh_interval=3, mode="subzero")],
     "bcd+sparse": lambda: [BlockRotation(granularity="parameter"), SparsityMask(sparsity=0.5, criterion="random")],
+    "lezo": lambda: [StructureCallback(LayerSubset(active_layers=2, granularity="parameter"))],
 }
 
 

@@ -67,3 +67,28 @@ def test_every_optimizer_and_the_estimator_options_are_configurable_from_yaml(op
     )
     assert type(cli.model.optimizers().optimizer).__name__ == optimizer
     assert cli.trainer.global_step == 2 and cli.model.zo_config.accumulate_batches == 2
+
+
+def scalars(run: Path, tag: str) -> list[float]:
+    events = EventAccumulator(str(run))
+    events.Reload()
+    return [event.value for event in events.Scalars(tag)]
+
+
+def test_clip_and_the_eps_schedule_given_on_the_command_line_take_effect(tmp_path):
+    common = ["fit", "--config", str(CONFIGS / "smoke.yaml"), "--trainer.limit_val_batches", "0",
+              "--trainer.max_steps", "6", "--optimizer.lr", "1e-3"]
+    ZOLightningCLI(args=[*common, "--trainer.logger.init_args.save_dir", str(tmp_path / "free")])
+    free = scalars(tmp_path / "free" / "smoke" / "version_0", "train/projected_grad")
+    clip = max(abs(g) for g in free) / 10
+    ZOLightningCLI(args=[
+        *common, "--trainer.logger.init_args.save_dir", str(tmp_path / "shaped"),
+        "--model.init_args.zo.clip", str(clip), "--model.init_args.zo.eps_schedule", "linear",
+        "--model.init_args.zo.eps_final_ratio", "0.1",
+    ])
+    run = tmp_path / "shaped" / "smoke" / "version_0"
+    shaped = scalars(run, "train/projected_grad")
+    assert max(abs(g) for g in shaped) == pytest.approx(clip)  # bounded by the clip, which binds
+    eps = scalars(run, "train/eps")
+    assert eps[0] == pytest.approx(1e-3) and all(later < earlier for earlier, later in zip(eps, eps[1:]))
+    assert eps[-1] == pytest.approx(1e-3 * (1 - 0.9 * 5 / 6), rel=1e-6)

@@ -46,7 +46,7 @@ def assert_two_ranks_match_one_rank_with_twice_the_batch(tmp_path: Path, losses:
     assert float((single["weights"] - initial).abs().max()) > 1e-2
 
 
-@pytest.mark.parametrize("structure", ["dense", "bcd", "sparse", "lozo", "subzero"])
+@pytest.mark.parametrize("structure", ["dense", "bcd", "sparse", "lozo", "subzero", "lezo"])
 def test_two_ranks_stay_identical_and_match_one_rank_with_twice_the_batch(tmp_path, structure):
     assert_two_ranks_match_one_rank_with_twice_the_batch(tmp_path, structure=structure)
 

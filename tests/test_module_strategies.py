@@ -13,7 +13,7 @@ from lightning.pytorch.strategies import FSDPStrategy, SingleDeviceStrategy
 from tests.conftest import trainer_kwargs
 from tests.ddp_helpers import Interleaved, Regressor
 from zolightning.callbacks import BlockRotation
-from zolightning.module import SHARDED_STRATEGIES
+from zolightning.trainer_checks import SHARDED_STRATEGIES
 
 
 class CPUFSDP(FSDPStrategy):

@@ -44,7 +44,8 @@ def as_zo(
 
     Its ``training_step`` (which must return the loss) becomes the objective of a seeded two-point step; its
     ``configure_optimizers``, validation and test steps are kept. A module without ``configure_optimizers`` gets
-    :class:`~zolightning.optim.ZOSGD` with ``lr``/``eps`` from the options.
+    :class:`~zolightning.optim.ZOSGD` with ``lr``/``eps`` from the options. On a module that is already ZO, the new
+    settings replace the old ones (structures installed by hand are reset: install them after ``as_zo``).
 
     Args:
         module: a LightningModule instance (already constructed).
@@ -58,9 +59,8 @@ def as_zo(
     if not isinstance(module, LightningModule):
         raise TypeError(f"as_zo expects a LightningModule instance, got {type(module).__name__}.")
     config = ZOConfig.coerce(zo, **options)
-    if isinstance(module, ZOLightningModule):
-        module.zo_config = config
-        return module
-    module.__class__ = zo_class_for(type(module))
-    module._init_zo(config)
+    if not isinstance(module, ZOLightningModule):
+        module.__class__ = zo_class_for(type(module))
+    # Re-initialized as a whole, so that every setting (the noise distribution included) takes effect at once.
+    module._init_zo(config)  # type: ignore[attr-defined]
     return module  # type: ignore[return-value]

@@ -12,13 +12,15 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from tests.conftest import trainer_kwargs
 from zolightning import ZOLightningModule
+from zolightning.optim import ZOSGD
 
 
 class LayeredModel(ZOLightningModule):
     """stem → 3 identical layers (a ModuleList) → head: 5 blocks at ``layer`` granularity."""
 
-    def __init__(self, lr: float = 0.01, seed: int = 0) -> None:
-        super().__init__(zo=dict(lr=lr, seed=seed))
+    def __init__(self, lr: float = 0.01, seed: int = 0, **zo) -> None:
+        super().__init__(zo=dict(seed=seed, **zo))
+        self.lr = lr
         torch.manual_seed(0)
         self.stem = torch.nn.Linear(6, 8)
         self.layers = torch.nn.ModuleList(
@@ -35,6 +37,9 @@ class LayeredModel(ZOLightningModule):
     def training_step(self, batch, batch_idx):
         x, y = batch
         return torch.nn.functional.mse_loss(self(x), y)
+
+    def configure_optimizers(self):
+        return ZOSGD(self.named_parameters(), lr=self.lr, eps=1e-3)
 
 
 def loader(batches: int = 3) -> DataLoader:

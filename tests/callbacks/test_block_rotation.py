@@ -2,7 +2,9 @@ import pytest
 from lightning.pytorch import Trainer
 from lightning.pytorch.demos.boring_classes import BoringModel
 
-from tests.callbacks.structure_helpers import StepRecorder, assert_resume_is_exact, fit
+import torch
+
+from tests.callbacks.structure_helpers import LayeredModel, StepRecorder, assert_resume_is_exact, fit, weights
 from tests.conftest import trainer_kwargs
 from zolightning.callbacks import BlockRotation, LowRankRefresh, SparsityMask
 
@@ -22,8 +24,8 @@ def test_each_step_updates_exactly_the_active_block_and_logs_it():
 
 def test_steps_per_block_and_lr_scales():
     recorder = StepRecorder()
-    rotation = BlockRotation(order="descending", steps_per_block=2, lr_scales={"head": 0.0})
-    fit([rotation, recorder], steps=4)
+    rotation = BlockRotation(order="descending", steps_per_block=2)
+    fit([rotation, recorder], steps=4, model_factory=lambda: LayeredModel(lr_scales={"^head": 0.0}))
     # Blocks 4 (head, lr scale 0: estimated but not moved) for two steps, then block 3 for two.
     assert recorder.changed == [set(), set(), BLOCKS[3], BLOCKS[3]]
 
@@ -65,17 +67,22 @@ def test_a_module_that_is_not_zo_is_refused():
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [({"granularity": "row"}, "granularity"), ({"order": "zigzag"}, "order"), ({"steps_per_block": 0}, "steps_per_block"),
-     ({"patterns": ["("]}, "regex"), ({"lr_scales": {"head": -1.0}}, "lr_scales"), ({"restore": "copy"}, "`restore`")],
+     ({"patterns": ["("]}, "regex")],
 )
 def test_bad_arguments_are_refused_by_name(kwargs, match):
     with pytest.raises(ValueError, match=match):
         BlockRotation(**kwargs)
 
 
-@pytest.mark.parametrize(("restore", "expected"), [("snapshot", "snapshot"), ("auto", None)])
-def test_the_block_is_restored_from_a_snapshot_unless_auto_is_asked_for(restore, expected):
-    model, _ = fit([BlockRotation(restore=restore)], steps=2)
-    assert model.zo_structure.restore == expected
+@pytest.mark.parametrize(("restore", "exact"), [("auto", True), ("snapshot", True), ("arithmetic", False)])
+def test_the_active_block_comes_back_bitwise_unless_arithmetic_restore_is_asked_for(restore, exact):
+    # lr scale 0: every step perturbs and restores its block but moves nothing, so only the restore can change θ.
+    model_factory = lambda: LayeredModel(restore=restore, lr_scales={".": 0.0})  # noqa: E731
+    start = weights(model_factory())
+    model, _ = fit([BlockRotation()], steps=5, model_factory=model_factory)
+    assert torch.equal(weights(model), start) == exact
+    # The arithmetic restore is still within the documented bound: 2 ulp of |θ| + 2ε|z|.
+    torch.testing.assert_close(weights(model), start, rtol=5e-7, atol=1e-8)
 
 
 def test_user_patterns_define_the_blocks():

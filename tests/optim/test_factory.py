@@ -8,8 +8,9 @@ import pytest
 import torch
 from transformers import BertConfig, BertForSequenceClassification
 
-from zolightning.functional.structure import TrainableTensor, dense_structure
+from tests.structures.test_base import STRUCTURES, stack, structured
 from zolightning.optim import OPTIMIZERS, ZOSGD, ZOAdam, create_optimizer
+from zolightning.structures import BlockSelection
 
 # Learning rates per problem, found once by a sweep; every other setting is the registry's default.
 QUADRATIC_LR = {"zo-sgd": 0.02, "zo-sgd-mmt": 0.005, "zo-sgd-sign": 0.01, "zo-sgd-cons": 0.02, "zo-adam": 0.02,
@@ -80,9 +81,9 @@ def test_a_reloaded_copy_runs_in_lock_step_with_the_original(name):
 def test_state_exists_only_for_tensors_that_have_been_active(name):
     model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
     optimizer = create_optimizer(name, model.named_parameters(), lr=0.01, eps=1e-3)
-    tensors = [TrainableTensor(n, p, 1e-3) for n, p in model.named_parameters()]
-    plan = dense_structure().plan(tensors[:2], 0)  # the first layer only
-    optimizer.step(lambda: model(torch.ones(2, 3)).sum(), seed=7, plan=plan)
+    engine = structured(optimizer, BlockSelection(blocks=[["0.weight", "0.bias"], ["1.weight", "1.bias"]]), model)
+    assert [entry.name for entry in engine.plan(0)] == ["0.weight", "0.bias"]  # the first layer only
+    optimizer.step(lambda: model(torch.ones(2, 3)).sum(), step=0)
     assert {id(p) for p in optimizer.state} <= {id(model[0].weight), id(model[0].bias)}
     expected_state = OPTIMIZERS[name].state_bytes_per_element > 0
     assert bool(optimizer.state) == expected_state
@@ -119,17 +120,14 @@ def test_an_unknown_name_lists_the_known_ones():
 @pytest.mark.parametrize("structure_name", ["bcd", "sparse-small", "lozo", "subzero"])
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
 def test_each_optimizer_composes_with_each_structure(name, structure_name):
-    from tests.functional.test_structures import STRUCTURES, stack, tensors_of
-
     model = stack()
-    structure = STRUCTURES[structure_name]()
     optimizer = create_optimizer(name, model.named_parameters(), lr=1e-3, eps=1e-3)
+    engine = structured(optimizer, STRUCTURES[structure_name](), model, seed=100)
     x = torch.randn(16, 6, generator=torch.Generator().manual_seed(0))
     for step in range(3):
         before = {n: p.detach().clone() for n, p in model.named_parameters()}
-        plan = structure.plan(tensors_of(model), step)
-        optimizer.step(lambda: model(x).pow(2).mean(), seed=100 + step, plan=plan)
-        active = {entry.name for entry in plan}
+        optimizer.step(lambda: model(x).pow(2).mean(), step=step)
+        active = {entry.name for entry in engine.plan(step)}
         changed = {n for n, p in model.named_parameters() if not torch.equal(p, before[n])}
         assert changed <= active and changed  # inactive tensors untouched, something moved
         assert all(torch.isfinite(p).all() for p in model.parameters())

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from zolightning.functional.structure import TrainableTensor, dense_structure
+from tests.structures.test_base import structured
 from zolightning.optim import ZOSGD, ZOAdam
+from zolightning.structures import BlockSelection
 
 
 def run(mode: str, steps: int = 1000) -> tuple[torch.Tensor, ZOSGD]:
@@ -41,10 +42,11 @@ def test_masters_live_for_the_active_tensors_alone():
     first = torch.nn.Parameter(torch.ones(8, dtype=torch.bfloat16))
     second = torch.nn.Parameter(torch.ones(8, dtype=torch.bfloat16))
     optimizer = ZOAdam([("a", first), ("b", second)], lr=1e-3, eps=1e-2, low_precision="master")
+    engine = structured(optimizer, BlockSelection(blocks=[["a"], ["b"]]))  # a at step 0, b at step 1
     loss = lambda: first.float().sum() + second.float().sum()  # noqa: E731
     for step, active in enumerate([first, second]):
-        plan = dense_structure().plan([TrainableTensor("a" if active is first else "b", active, 1e-2)], step)
-        optimizer.step(loss, plan=plan)
+        assert [id(entry.param) for entry in engine.plan(step)] == [id(active)]
+        optimizer.step(loss, step=step)
         masters = {id(p) for p, state in optimizer.state.items() if "master" in state}
         assert masters == {id(active)}
 

@@ -31,8 +31,8 @@ def test_the_demo_config_runs_end_to_end_when_shrunk(tmp_path, capsys, monkeypat
     assert model.trainable_names == ["head.weight", "head.bias"]
     optimizer = trainer.optimizers[0]
     assert isinstance(optimizer, ZOSGD) and optimizer.param_groups[0]["lr"] == 0.1
-    # OmegaConf interpolation: the ZO eps and the seeds follow the optimizer's eps and `seed_everything`.
-    assert model.zo_config.eps == optimizer.param_groups[0]["eps"] == 1e-3
+    # One owner per setting: ε is the optimizer's alone (no copy under `zo:`); the seeds follow `seed_everything`.
+    assert optimizer.param_groups[0]["eps"] == 1e-3 and model.zo_config.eps is None
     assert model.zo_config.seed == data.seed == cli.config["fit"]["seed_everything"]
     assert data.max_length == 32 and data.batch_size == 32 and data.num_classes == 5
     assert trainer.global_step == 3

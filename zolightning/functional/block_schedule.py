@@ -19,10 +19,11 @@ from typing import Literal
 
 import torch
 
+from zolightning.functional.checks import check_choice, check_int_at_least, choices_of
 from zolightning.functional.noise import make_generator, mix_seed
 
 BlockOrder = Literal["cyclic", "descending", "flip-flop", "random-permutation", "uniform", "size-weighted"]
-BLOCK_ORDERS: tuple[str, ...] = ("cyclic", "descending", "flip-flop", "random-permutation", "uniform", "size-weighted")
+BLOCK_ORDERS = choices_of(BlockOrder)
 
 _PERMUTATION_STREAM = 0x7045524D  # separates the schedule's random draws from every noise stream
 _DRAW_STREAM = 0x44524157
@@ -87,10 +88,8 @@ class BlockSchedule:
 
 
 def check_order(order: str) -> None:
-    if order not in BLOCK_ORDERS:
-        raise ValueError(f"`order` must be one of {BLOCK_ORDERS}, got {order!r}.")
+    check_choice(order, BlockOrder, "order")
 
 
 def check_steps_per_block(steps_per_block: int) -> None:
-    if not (isinstance(steps_per_block, int) and steps_per_block >= 1):
-        raise ValueError(f"`steps_per_block` must be an integer >= 1, got {steps_per_block!r}.")
+    check_int_at_least(steps_per_block, 1, "steps_per_block")

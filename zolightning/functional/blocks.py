@@ -22,12 +22,16 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 from torch import nn
 
-__all__ = ["GRANULARITIES", "Block", "block_of", "partition_blocks"]
+from zolightning.functional.checks import check_choice, choices_of, compile_pattern
 
-GRANULARITIES: tuple[str, ...] = ("layer", "sublayer", "linear", "parameter")
+__all__ = ["GRANULARITIES", "Block", "Granularity", "block_of", "check_granularity", "partition_blocks"]
+
+Granularity = Literal["layer", "sublayer", "linear", "parameter"]
+GRANULARITIES = choices_of(Granularity)
 
 ROOT_BLOCK_NAME = "<root>"  # the `linear` block of parameters owned directly by the root module (whose path is "")
 REST_BLOCK_NAME = "rest"  # the `patterns` block of parameters that no pattern matched
@@ -93,8 +97,7 @@ def partition_blocks(
         ValueError: For an unknown granularity, an invalid or empty-matching pattern, or a module without
             (trainable) parameters.
     """
-    if granularity not in GRANULARITIES:
-        raise ValueError(f"unknown block granularity {granularity!r}; expected one of {GRANULARITIES}")
+    check_granularity(granularity)
     compiled = _compile_patterns(patterns)
 
     # named_parameters() de-duplicates shared tensors (a tied lm_head/embedding appears once) and fixes the order.
@@ -114,6 +117,11 @@ def partition_blocks(
     else:
         assignment = _assign_by_layers(module, numels, split_sublayers=granularity == "sublayer")
     return _group(numels, assignment)
+
+
+def check_granularity(granularity: str) -> None:
+    """Raise a ``ValueError`` naming ``granularity`` unless it is one of :data:`GRANULARITIES`."""
+    check_choice(granularity, Granularity, "granularity")
 
 
 def block_of(blocks: Sequence[Block]) -> dict[str, int]:
@@ -144,14 +152,7 @@ def _compile_patterns(patterns: Sequence[str] | str | None) -> list[re.Pattern[s
         return []
     if isinstance(patterns, str):  # a bare string is a Sequence[str] of characters: almost surely meant as one regex
         patterns = [patterns]
-    compiled: list[re.Pattern[str]] = []
-    for pattern in patterns:
-        try:
-            compiled.append(re.compile(pattern))
-        except (re.error, TypeError) as error:
-            # Quote the pattern as written: repr() would double every backslash of a regex.
-            raise ValueError(f'invalid block pattern "{pattern}": {error}') from error
-    return compiled
+    return [compile_pattern(pattern, "patterns") for pattern in patterns]
 
 
 def _module_path(param_name: str) -> str:

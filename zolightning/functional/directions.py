@@ -23,14 +23,6 @@ class TensorDirection(ABC):
     def sample(self, param: Tensor, seed: int) -> Tensor:
         """z with ``param.shape`` on ``param.device``, dtype fp32 (callers cast to the parameter's dtype)."""
 
-    @abstractmethod
-    def numel_generated(self, param: Tensor) -> int:
-        """How many random numbers one :meth:`sample` call draws for ``param``."""
-
-    def expected_square_norm(self, param: Tensor) -> float:
-        """E[‖z‖²]: the number of unit-variance coordinates z spans (``param.numel()`` for dense noise)."""
-        return float(param.numel())
-
 
 class DenseDirection(TensorDirection):
     """z ~ N(0, I) (``gaussian``) or uniform on {−1, +1} (``rademacher``) over every element: MeZO's choice."""
@@ -41,9 +33,6 @@ class DenseDirection(TensorDirection):
 
     def sample(self, param: Tensor, seed: int) -> Tensor:
         return fill_noise_(param.new_empty(param.shape, dtype=torch.float32), seed, self.distribution)
-
-    def numel_generated(self, param: Tensor) -> int:
-        return param.numel()
 
     def __repr__(self) -> str:
         return f"DenseDirection(distribution={self.distribution!r})"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import math
 from typing import Literal
 
+from zolightning.functional.checks import check_choice, choices_of
+
 EpsSchedule = Literal["constant", "linear", "cosine", "geometric"]
-EPS_SCHEDULES: tuple[str, ...] = ("constant", "linear", "cosine", "geometric")
+EPS_SCHEDULES = choices_of(EpsSchedule)
 
 
 def check_eps_schedule(schedule: str, final_ratio: float) -> None:
-    if schedule not in EPS_SCHEDULES:
-        raise ValueError(f"`eps_schedule` must be one of {EPS_SCHEDULES}, got {schedule!r}.")
+    check_choice(schedule, EpsSchedule, "eps_schedule")
     if not final_ratio > 0:
         raise ValueError(f"`eps_final_ratio` must be > 0 (ε at the end over ε at the start), got {final_ratio}.")
 

@@ -31,12 +31,6 @@ class PreconditionedDirection(TensorDirection):
     def sample(self, param: Tensor, seed: int) -> Tensor:
         return self.base.sample(param, seed).mul_(self.hessian.rsqrt())
 
-    def numel_generated(self, param: Tensor) -> int:
-        return self.base.numel_generated(param)
-
-    def expected_square_norm(self, param: Tensor) -> float:
-        return self.base.expected_square_norm(param) * float(self.hessian.reciprocal().mean())
-
     def __repr__(self) -> str:
         return f"PreconditionedDirection({self.base!r})"
 

@@ -7,18 +7,18 @@ a seeded Bernoulli(1 − sparsity) mask (ZO-Bench).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 from torch import Tensor
 
 from zolightning.functional.directions import TensorDirection
-from zolightning.functional.noise import Distribution, check_distribution, fill_noise_, make_generator, mix_seed
-from zolightning.functional.structure import DirectionRule, TrainableTensor, tensor_key
+from zolightning.functional.noise import Distribution, check_distribution, fill_noise_, make_generator
+from zolightning.functional.checks import check_choice, check_int_at_least
 
 Criterion = Literal["small-magnitude", "large-magnitude", "random"]
-CRITERIA: tuple[str, ...] = ("small-magnitude", "large-magnitude", "random")
+MaskScope = Literal["per-tensor", "global"]
+MaskStorage = Literal["mask", "recompute"]
 
 
 class MaskedDirection(TensorDirection):
@@ -41,11 +41,7 @@ class MaskedDirection(TensorDirection):
         values = fill_noise_(param.new_empty(self.active, dtype=torch.float32), seed, self.distribution)
         return param.new_zeros(param.shape, dtype=torch.float32).masked_scatter_(self.mask, values)
 
-    def numel_generated(self, param: Tensor) -> int:
-        return self.active
 
-    def expected_square_norm(self, param: Tensor) -> float:
-        return float(self.active)
 
 
 def check_sparsity(sparsity: float) -> None:
@@ -94,121 +90,10 @@ def unpack_mask(packed: Tensor, shape: torch.Size | tuple[int, ...], device: tor
     return bits.reshape(-1)[:numel].bool().reshape(shape).to(device)
 
 
-class SparseDirections(DirectionRule):
-    """Masked noise on every tensor, masks refreshed every ``refresh_interval`` steps.
-
-    Args:
-        sparsity: fraction of each tensor's coordinates left unperturbed, in [0, 1).
-        criterion: one of :data:`CRITERIA`.
-        refresh_interval: steps between mask refreshes (1 = every step, as Sparse-MeZO).
-        scope: ``per-tensor`` thresholds (each tensor keeps 1 − sparsity of its entries) or one ``global`` threshold
-            over all trainable tensors (magnitude criteria).
-        storage: ``mask`` keeps each mask from its first use in a refresh window until the next refresh (1 bit per
-            entry in checkpoints); ``recompute`` keeps only the thresholds (magnitude) or nothing (random) and
-            rebuilds the mask from the current weights or the seed at every step.
-        seed: seeds random masks.
-        distribution: noise on the perturbed entries.
-
-    A mask is fixed for the whole step it is drawn in, so the update uses exactly the perturbation's mask.
-    """
-
-    def __init__(
-        self,
-        sparsity: float,
-        criterion: Criterion = "small-magnitude",
-        refresh_interval: int = 1,
-        scope: Literal["per-tensor", "global"] = "per-tensor",
-        storage: Literal["mask", "recompute"] = "mask",
-        seed: int = 0,
-        distribution: Distribution = "gaussian",
-    ) -> None:
-        check_sparse_options(sparsity, criterion, refresh_interval, scope, storage)
-        check_distribution(distribution)
-        self.sparsity = sparsity
-        self.criterion: Criterion = criterion
-        self.refresh_interval = refresh_interval
-        self.scope = scope
-        self.storage = storage
-        self.seed = seed
-        self.distribution: Distribution = distribution
-        self.refresh_index: int | None = None
-        self.thresholds: dict[str, float] = {}
-        self.masks: dict[str, Tensor] = {}
-
-    def prepare(self, tensors: Sequence[TrainableTensor], step: int) -> None:
-        refresh = step // self.refresh_interval
-        if refresh == self.refresh_index:
-            return
-        self.refresh_index = refresh
-        self.masks.clear()
-        self.thresholds.clear()
-        if self.scope == "global" and self.criterion != "random":
-            magnitudes = torch.cat([t.param.detach().abs().reshape(-1).float().cpu() for t in tensors])
-            threshold = magnitude_threshold(magnitudes, self.sparsity, self.criterion)
-            self.thresholds = {t.name: threshold for t in tensors}
-
-    def direction(self, tensor: TrainableTensor, step: int) -> TensorDirection:
-        mask = self.masks.get(tensor.name)
-        if mask is None:
-            mask = self._mask(tensor)
-            if self.storage == "mask":
-                self.masks[tensor.name] = mask
-        return MaskedDirection(mask, self.distribution)
-
-    def _mask(self, tensor: TrainableTensor) -> Tensor:
-        param = tensor.param
-        if self.criterion == "random":
-            seed = mix_seed(self.seed, _MASK_STREAM, self.refresh_index or 0, tensor_key(tensor.name))
-            return random_mask(param.shape, self.sparsity, seed, param.device)
-        if tensor.name not in self.thresholds:
-            self.thresholds[tensor.name] = magnitude_threshold(param.detach().abs(), self.sparsity, self.criterion)
-        return magnitude_mask(param, self.thresholds[tensor.name], self.criterion)
-
-    def state_dict(self) -> dict[str, Any]:
-        """Refresh index, thresholds and (``storage="mask"``) packed masks: types that load with weights_only."""
-        return {
-            "refresh_index": self.refresh_index,
-            "thresholds": dict(self.thresholds),
-            "masks": {name: {"bits": pack_mask(m), "shape": list(m.shape)} for name, m in self.masks.items()},
-        }
-
-    def load_state_dict(self, state: Mapping[str, Any], device_of: Mapping[str, torch.device] | None = None) -> None:
-        self.refresh_index = state["refresh_index"]
-        self.thresholds = dict(state["thresholds"])
-        device_of = device_of or {}
-        self.masks = {
-            name: unpack_mask(entry["bits"], tuple(entry["shape"]), device_of.get(name, "cpu"))
-            for name, entry in state["masks"].items()
-        }
-
-    def __repr__(self) -> str:
-        return (
-            f"SparseDirections(sparsity={self.sparsity}, criterion={self.criterion!r}, "
-            f"refresh_interval={self.refresh_interval}, scope={self.scope!r}, storage={self.storage!r})"
-        )
-
-
-SCOPES: tuple[str, ...] = ("per-tensor", "global")
-STORAGES: tuple[str, ...] = ("mask", "recompute")
-_MASK_STREAM = 0x4D41534B
-
-
 def check_sparse_options(sparsity: float, criterion: str, refresh_interval: int, scope: str, storage: str) -> None:
-    """Raise a ``ValueError`` naming the first bad argument of :class:`SparseDirections`."""
+    """Raise a ``ValueError`` naming the first bad argument of a sparse rule."""
     check_sparsity(sparsity)
-    check_criterion(criterion)
-    check_interval(refresh_interval, "refresh_interval")
-    if scope not in SCOPES:
-        raise ValueError(f"`scope` must be one of {SCOPES}, got {scope!r}.")
-    if storage not in STORAGES:
-        raise ValueError(f"`storage` must be one of {STORAGES}, got {storage!r}.")
-
-
-def check_criterion(criterion: str) -> None:
-    if criterion not in CRITERIA:
-        raise ValueError(f"`criterion` must be one of {CRITERIA}, got {criterion!r}.")
-
-
-def check_interval(value: int, argument: str) -> None:
-    if not (isinstance(value, int) and value >= 1):
-        raise ValueError(f"`{argument}` must be an integer >= 1, got {value!r}.")
+    check_choice(criterion, Criterion, "criterion")
+    check_int_at_least(refresh_interval, 1, "refresh_interval")
+    check_choice(scope, MaskScope, "scope")
+    check_choice(storage, MaskStorage, "storage")

@@ -14,10 +14,10 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from zolightning.functional.checks import check_choice
 from zolightning.functional.noise_workers import noise_executor
 
 Distribution = Literal["gaussian", "rademacher"]
-DISTRIBUTIONS: tuple[str, ...] = ("gaussian", "rademacher")
 
 _MASK_64 = (1 << 64) - 1
 _MASK_63 = (1 << 63) - 1  # torch.Generator.manual_seed takes values below 2**64; 63 bits keep them positive everywhere
@@ -121,5 +121,4 @@ def sample_noise(
 
 def check_distribution(distribution: str, argument: str = "distribution") -> None:
     """Raise a ``ValueError`` naming ``argument`` unless ``distribution`` is supported."""
-    if distribution not in DISTRIBUTIONS:
-        raise ValueError(f"`{argument}` must be one of {DISTRIBUTIONS}, got {distribution!r}.")
+    check_choice(distribution, Distribution, argument)

@@ -45,11 +45,6 @@ class ActiveTensor:
 PerturbationPlan = Sequence[ActiveTensor]
 
 
-def plan_numel(plan: PerturbationPlan) -> int:
-    """Number of parameter elements the plan perturbs."""
-    return sum(entry.param.numel() for entry in plan)
-
-
 def iter_directions(plan: PerturbationPlan, seed: int) -> Iterator[tuple[ActiveTensor, Tensor]]:
     """Yield each entry with its z at ``seed``, generating one tensor's noise at a time (never the whole plan's)."""
     for entry in plan:

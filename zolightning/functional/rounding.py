@@ -13,14 +13,14 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from zolightning.functional.checks import check_choice
+
 LowPrecisionUpdate = Literal["nearest", "stochastic", "master"]
-LOW_PRECISION_UPDATES: tuple[str, ...] = ("nearest", "stochastic", "master")
 FULL_PRECISION = (torch.float32, torch.float64)
 
 
 def check_low_precision_update(mode: str) -> None:
-    if mode not in LOW_PRECISION_UPDATES:
-        raise ValueError(f"`low_precision` must be one of {LOW_PRECISION_UPDATES}, got {mode!r}.")
+    check_choice(mode, LowPrecisionUpdate, "low_precision")
 
 
 @torch.no_grad()

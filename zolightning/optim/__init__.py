@@ -4,11 +4,13 @@ from zolightning.optim.adam import ZOAdam
 from zolightning.optim.conservative import ZOSGDCons
 from zolightning.optim.factory import OPTIMIZERS, OptimizerSpec, create_optimizer
 from zolightning.optim.hizoo import HiZOO
-from zolightning.optim.optimizer import ZOOptimizer, trainable_tensors
+from zolightning.optim.gradient_update import GradientUpdate
+from zolightning.optim.optimizer import ZOOptimizer
 from zolightning.optim.sgd import ZOSGD
 from zolightning.optim.sign import ZOSGDSign
 
 __all__ = [
+    "GradientUpdate",
     "HiZOO",
     "OPTIMIZERS",
     "OptimizerSpec",
@@ -18,5 +20,4 @@ __all__ = [
     "ZOSGDCons",
     "ZOSGDSign",
     "create_optimizer",
-    "trainable_tensors",
 ]

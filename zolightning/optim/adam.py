@@ -8,7 +8,8 @@ from typing import Literal
 import torch
 
 from zolightning.functional.adam import zo_adam_update_
-from zolightning.functional.estimators import TwoPointEstimate
+from zolightning.functional.estimate import DirectionalEstimate
+from zolightning.estimators.probe import UpdateContext
 from zolightning.functional.perturbation import PerturbationPlan
 from zolightning.functional.rounding import LowPrecisionUpdate
 from zolightning.optim.optimizer import ParamsT, ZOOptimizer
@@ -34,7 +35,7 @@ class ZOAdam(ZOOptimizer):
         low_precision: how updates reach bf16/fp16 weights: ``nearest`` (default: plain rounding; updates below
             half an ulp vanish), ``stochastic`` (stochastic rounding: unbiased, no memory) or ``master`` (an fp32 master
             copy of each active tensor: +4 bytes per active element). fp32 weights ignore it.
-        seed: seeds the directions when ``step`` is called without ``seed``.
+        seed: seeds the directions in a plain loop (under a ZOLightningModule, ``zo.seed`` does).
 
     Memory: two fp32 moments per element of every tensor that has been active: 8 bytes per parameter, i.e. two fp32
     copies of the trainable weights for a dense plan, or of the active block alone with ``inactive_state="drop"``
@@ -52,7 +53,7 @@ class ZOAdam(ZOOptimizer):
         decay_1d: bool = False,
         inactive_state: InactiveState = "keep",
         low_precision: LowPrecisionUpdate = "nearest",
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
         beta1, beta2 = betas
         if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
@@ -67,9 +68,9 @@ class ZOAdam(ZOOptimizer):
         )
         super().__init__(params, defaults)
 
-    def _update(self, plan: PerturbationPlan, estimates: Sequence[TwoPointEstimate]) -> None:
+    def _update(self, plan: PerturbationPlan, estimates: Sequence[DirectionalEstimate], context: UpdateContext) -> None:
         groups = self.group_of()
-        for entry, z, projected_gradient in self.directions(plan, estimates):
+        for entry, z, projected_gradient in self.directions(plan, estimates, context):
             group = groups[id(entry.param)]
             state = self.state[entry.param]
             if not state:

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from zolightning.functional.estimators import TwoPointEstimate, evaluate_loss, resolve_restore_mode
+from zolightning.functional.estimate import DirectionalEstimate
+from zolightning.estimators.probe import UpdateContext
 from zolightning.functional.perturbation import PerturbationPlan, move_, restore_, snapshot
 from zolightning.optim.optimizer import ParamsT, ZOOptimizer
 
@@ -21,39 +22,35 @@ class ZOSGDCons(ZOOptimizer):
         params: parameters, param-group dicts or ``named_parameters()``.
         lr: learning rate of the candidate moves (default 1e-6).
         eps: perturbation scale ε (default 1e-3).
-        seed: seeds the directions when ``step`` is called without ``seed``.
+        seed: seeds the directions in a plain loop (under a ZOLightningModule, ``zo.seed`` does).
 
-    One direction per step. The comparison losses go through the step's ``reduce``, so data-parallel ranks choose
-    alike. Below fp32 the candidates are undone from a snapshot of the plan's tensors (the plan's size in memory);
+    One direction per step. The comparison losses are averaged over data-parallel ranks, so the ranks choose alike. Below fp32 the candidates are undone from a snapshot of the plan's tensors (the plan's size in memory);
     otherwise the optimizer keeps no memory at all.
     """
 
     needs_center = True
     supports_many_directions = False
 
-    def __init__(self, params: ParamsT, lr: float = 1e-6, eps: float = 1e-3, seed: int = 0) -> None:
+    def __init__(self, params: ParamsT, lr: float = 1e-6, eps: float = 1e-3, seed: int | None = None) -> None:
         super().__init__(params, dict(lr=lr, eps=eps, weight_decay=0.0, seed=seed))
 
-    def _update(self, plan: PerturbationPlan, estimates: Sequence[TwoPointEstimate]) -> None:
-        if self._closure is None:
-            raise ValueError("ZOSGDCons compares candidate weights, so its step needs `closure` (not only `accumulated`).")
+    def _update(self, plan: PerturbationPlan, estimates: Sequence[DirectionalEstimate], context: UpdateContext) -> None:
         (estimate,) = estimates
         groups = self.group_of()
         steps: list[float] = []
         # Move to θ − lr·g·z (completing any pending restore on the way): the first candidate.
-        for entry, z, projected_gradient in self.directions(plan, estimates):
+        for entry, z, projected_gradient in self.directions(plan, estimates, context):
             step = groups[id(entry.param)]["lr"] * entry.lr_scale * projected_gradient
             entry.param.add_(z.to(entry.param.dtype), alpha=-step)
             steps.append(step)
         torch.clear_autocast_cache()
-        exact = resolve_restore_mode(plan, self._restore) == "snapshot"
-        descended = snapshot(plan) if exact else None
-        losses = {-1.0: self._evaluate()}
+        descended = snapshot(plan) if context.exact_restore else None
+        losses = {-1.0: context.probe.reduced_loss_here()}
         position = -1.0
         try:
             self._go(plan, estimate.seed, steps, position, +1.0, descended)
             position = +1.0
-            losses[+1.0] = self._evaluate()
+            losses[+1.0] = context.probe.reduced_loss_here()
         finally:
             assert estimate.loss_center is not None
             losses[0.0] = estimate.loss_center
@@ -73,10 +70,3 @@ class ZOSGDCons(ZOOptimizer):
             if there == here:
                 return
         move_(plan, seed, [(there - here) * step for step in steps])
-
-    def _evaluate(self) -> Tensor:
-        assert self._closure is not None
-        value = evaluate_loss(self._closure)
-        if self._reduce is not None:
-            value = self._reduce(value.reshape(1)).float().reshape(())
-        return value

@@ -8,8 +8,9 @@ from dataclasses import replace
 import torch
 from torch import Tensor
 
-from zolightning.functional.estimators import TwoPointEstimate
+from zolightning.functional.estimate import DirectionalEstimate
 from zolightning.functional.hessian import PreconditionedDirection, hizoo_hessian_update_
+from zolightning.estimators.probe import UpdateContext
 from zolightning.functional.perturbation import PerturbationPlan
 from zolightning.functional.rounding import LowPrecisionUpdate
 from zolightning.functional.sgd import zo_sgd_update_
@@ -30,7 +31,7 @@ class HiZOO(ZOOptimizer):
         low_precision: how updates reach bf16/fp16 weights: ``nearest`` (default: plain rounding; updates below
             half an ulp vanish), ``stochastic`` (stochastic rounding: unbiased, no memory) or ``master`` (an fp32 master
             copy of each active tensor: +4 bytes per active element). fp32 weights ignore it.
-        seed: seeds the directions when ``step`` is called without ``seed``.
+        seed: seeds the directions in a plain loop (under a ZOLightningModule, ``zo.seed`` does).
 
     Costs 3 forwards a step and one fp32 D per element of every tensor that has been active (4 bytes per parameter:
     one fp32 copy of the trainable weights for a dense plan). One direction per step. Composes with every structure:
@@ -51,7 +52,7 @@ class HiZOO(ZOOptimizer):
         weight_decay: float = 0.0,
         hessian_smoothing: float = 1e-8,
         low_precision: LowPrecisionUpdate = "nearest",
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
         if not 0.0 < hessian_smoothing < 1.0:
             raise ValueError(f"`hessian_smoothing` must be in (0, 1), got {hessian_smoothing}.")
@@ -74,13 +75,13 @@ class HiZOO(ZOOptimizer):
             for entry in plan
         ]
 
-    def _update(self, plan: PerturbationPlan, estimates: Sequence[TwoPointEstimate]) -> None:
+    def _update(self, plan: PerturbationPlan, estimates: Sequence[DirectionalEstimate], context: UpdateContext) -> None:
         (estimate,) = estimates
         if estimate.kind != "two-sided":
             raise ValueError(f"HiZOO needs a two-sided estimate with L(θ), got a {estimate.kind} one.")
         second_difference = abs(float(estimate.second_difference))
         groups = self.group_of()
-        for entry, z, projected_gradient in self.directions(plan, estimates):
+        for entry, z, projected_gradient in self.directions(plan, estimates, context):
             group = groups[id(entry.param)]
             decays = entry.param.dim() > 1
             with self.update_target(entry, group) as target:

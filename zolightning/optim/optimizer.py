@@ -1,9 +1,10 @@
 """``ZOOptimizer``: the base of zeroth-order optimizers that behave like ``torch.optim`` optimizers.
 
-``step(closure)`` follows torch's contract for optimizers that re-evaluate the model (like ``LBFGS``): the closure
-returns the loss at the current weights and is called once per evaluation, here twice, at θ + εz and θ − εz. No
-gradient is ever computed or held. Subclasses implement :meth:`ZOOptimizer._update`, the move along the regenerated
-direction, on top of a function in :mod:`zolightning.functional`.
+Each optimizer is the update stage of a :class:`~zolightning.engine.StepEngine`: it holds param groups (lr, ε,
+weight decay, its own options) and state, and :meth:`ZOOptimizer.update` moves the plan's tensors along the
+estimated directions, on top of a function in :mod:`zolightning.functional`. ``step(closure)`` follows torch's
+contract for optimizers that re-evaluate the model (like ``LBFGS``): the closure returns the loss at the current
+weights and the optimizer's engine calls it once per evaluation. No gradient is ever computed or held.
 """
 
 from __future__ import annotations
@@ -17,244 +18,138 @@ import torch
 from torch import Tensor
 from torch.optim import Optimizer
 
-from zolightning.functional.estimators import (
-    Reduce,
-    RestoreMode,
-    TwoPointEstimate,
-    average_estimates,
-    two_point_estimate,
-)
-from zolightning.functional.noise import mix_seed, step_seed, tensor_seed
-from zolightning.functional.perturbation import ActiveTensor, PerturbationPlan, iter_directions, perturb_
+from zolightning.config import ZOConfig
+from zolightning.engine.step import REENTRANT_STEP, StepEngine
+from zolightning.estimators.probe import UpdateContext
+from zolightning.functional.checks import check_non_negative, check_positive
+from zolightning.functional.estimate import DirectionalEstimate
+from zolightning.functional.noise import mix_seed, tensor_seed
+from zolightning.functional.perturbation import ActiveTensor, PerturbationPlan, iter_directions
 from zolightning.functional.rounding import FULL_PRECISION, check_low_precision_update, round_stochastic_
-from zolightning.functional.structure import TrainableTensor, dense_structure
+from zolightning.structures.base import TrainableTensor, trainable_tensors
 
-Gather = Callable[[Sequence[TwoPointEstimate]], Sequence[TwoPointEstimate]]
-# (plan, seed) → estimate: replaces the two-point estimate (e.g. the forward gradient).
-EstimateFn = Callable[[PerturbationPlan, int], TwoPointEstimate]
 _ROUNDING_STREAM = 0x5352  # separates stochastic-rounding noise from the directions' noise
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
 
 
-def check_non_negative(value: float, argument: str) -> None:
-    if not value >= 0.0:
-        raise ValueError(f"`{argument}` must be >= 0, got {value}.")
-
-
-def check_positive(value: float, argument: str, fix: str = "") -> None:
-    if not value > 0.0:
-        raise ValueError(f"`{argument}` must be > 0, got {value}.{(' ' + fix) if fix else ''}")
-
-
-def trainable_tensors(
-    param_groups: Iterable[Mapping[str, Any]],
-    names: Mapping[int, str] | None = None,
-    eps: float | None = None,
-) -> list[TrainableTensor]:
-    """The tensors with ``requires_grad=True`` of an optimizer's param groups, in group order.
-
-    Names come from ``names`` (``id(param) → name``, e.g. from ``module.named_parameters()``), else from the group's
-    ``param_names`` (optimizers built from named parameters), else ``"group{g}.param{p}"``. ε comes from ``eps`` when
-    given (plain torch optimizers, whose ``eps`` means something else), else from the group's ``"eps"``.
-    """
-    tensors = []
-    for group_index, group in enumerate(param_groups):
-        group_names = group.get("param_names")
-        for param_index, param in enumerate(group["params"]):
-            if not param.requires_grad:
-                continue
-            name = None
-            if names is not None:
-                name = names.get(id(param))
-            if name is None and group_names is not None:
-                name = group_names[param_index]
-            if name is None:
-                name = f"group{group_index}.param{param_index}"
-            tensors.append(TrainableTensor(name, param, float(group["eps"] if eps is None else eps)))
-    return tensors
-
-
 class ZOOptimizer(Optimizer, metaclass=ABCMeta):
-    """Base class: two-point estimate in :meth:`step`, update in :meth:`_update`.
+    """Base class: the update stage of the ZO step, with the ``torch.optim`` interface.
 
     Every group carries ``lr`` (step size), ``eps`` (perturbation scale ε, in parameter units) and
-    ``weight_decay``. ``seed`` seeds the directions when :meth:`step` is not given one (plain PyTorch use); a
-    :class:`~zolightning.ZOLightningModule` always passes the step seed, derived from its own seed and
-    ``trainer.global_step``.
+    ``weight_decay``. ``seed`` seeds the directions in a plain loop; under a :class:`~zolightning.ZOLightningModule`
+    ``zo.seed`` does, and setting both to different values is an error.
 
     Attributes:
-        last_estimate: the first :class:`TwoPointEstimate` of the latest step (``None`` before the first).
-        last_estimates: every direction's estimate of the latest step (all ranks' under ``gather``).
+        engine: the :class:`~zolightning.engine.StepEngine` whose update stage this is (made on first use with
+            default settings; a ZOLightningModule gives its own). Install structures on it in a plain loop:
+            ``optimizer.engine.install(BlockSelection(), module=model)``.
+        last_estimate / last_estimates: the latest step's first / every direction's estimate.
     """
-
-    def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
-        check_low_precision_update(defaults.setdefault("low_precision", "nearest"))
-        check_non_negative(defaults["lr"], "lr")
-        check_positive(defaults["eps"], "eps", "It is the perturbation scale ε; MeZO uses 1e-3 for full fine-tuning.")
-        check_non_negative(defaults.get("weight_decay", 0.0), "weight_decay")
-        super().__init__(params, defaults)
-        self._restored: set[int] = set()
-        self.zo_steps = 0
-        self.last_estimate: TwoPointEstimate | None = None
-        self.last_estimates: list[TwoPointEstimate] = []
-        self._clip: float | None = None
-        self._closure: Callable[[], Tensor | float] | None = None
-        self._reduce: Reduce | None = None
-        self._restore: RestoreMode = "auto"
-        self._rounding_seed = 0
-
-    def dense_plan(self) -> list[ActiveTensor]:
-        """The MeZO plan: every trainable tensor, dense Gaussian noise, each group's ε."""
-        return dense_structure().plan(trainable_tensors(self.param_groups), self.zo_steps)
-
-    def group_of(self) -> dict[int, dict[str, Any]]:
-        """``id(param) → param group`` for every parameter."""
-        return {id(param): group for group in self.param_groups for param in group["params"]}
 
     # Whether the optimizer needs L(θ) besides L(θ ± εz) (HiZOO's curvature, ZO-SGD-Cons's comparison).
     needs_center: bool = False
     # Whether the optimizer supports several directions per step (or a gathered set of them).
     supports_many_directions: bool = True
 
+    def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
+        check_low_precision_update(defaults.setdefault("low_precision", "nearest"))
+        check_non_negative(defaults["lr"], "lr")
+        check_positive(defaults["eps"], "eps", "It is the perturbation scale ε; MeZO uses 1e-3 for full fine-tuning.")
+        check_non_negative(defaults.get("weight_decay", 0.0), "weight_decay")
+        seed = defaults.pop("seed", None)
+        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+            raise ValueError(f"`seed` must be an integer or None, got {seed!r}.")
+        super().__init__(params, defaults)
+        self.seed: int | None = seed
+        self._engine: StepEngine | None = None
+        self._rounding_seed = 0
+
+    # ------------------------------------------------------------------------------------------------ the step
+
+    @property
+    def engine(self) -> StepEngine:
+        if self._engine is None:
+            self.use_engine(StepEngine(ZOConfig(seed=self.seed or 0)))
+        assert self._engine is not None
+        return self._engine
+
+    def use_engine(self, engine: StepEngine) -> None:
+        """Make this optimizer the update stage of ``engine`` (a module's, say) and step through it."""
+        if self.seed is not None and self.seed != engine.config.seed:
+            raise ValueError(
+                f"{type(self).__name__}(seed={self.seed}) and `zo.seed: {engine.config.seed}` both seed the step. "
+                "Keep one: drop the optimizer's `seed` (zo.seed is the seed under a ZOLightningModule)."
+            )
+        engine.bind(self)
+        self._engine = engine
+
+    @torch.no_grad()
+    def step(  # type: ignore[override]
+        self, closure: Callable[[], Tensor | float] | None = None, *, step: int | None = None, accumulate: bool = False
+    ) -> Tensor:
+        """One ZO step: estimate along seeded directions, then update along the same directions.
+
+        Args:
+            closure: returns the loss (a scalar) at the current weights; called twice per direction with the default
+                estimator (three times for optimizers that need L(θ)).
+            step: the step index the seeds derive from (default: the engine's count of steps taken).
+            accumulate: only measure this micro-batch along the step's directions; the next ``step`` without it
+                averages every accumulated micro-batch with its own and updates (one k× larger batch).
+
+        Returns:
+            The mean over directions of the loss at θ. If any loss is not finite nothing is updated (on every rank
+            alike, since the reduced losses are the same everywhere).
+        """
+        if self._engine is not None and self._engine.running:
+            raise RuntimeError(REENTRANT_STEP)
+        if closure is None:
+            raise ValueError(
+                f"{type(self).__name__}.step needs `closure`: a function that returns the loss at the current weights."
+            )
+        return self.engine.step(closure, step=step, update=not accumulate)
+
+    @property
+    def last_estimates(self) -> list[DirectionalEstimate]:
+        last = self._engine.last if self._engine is not None else None
+        return list(last.estimates) if last is not None else []
+
+    @property
+    def last_estimate(self) -> DirectionalEstimate | None:
+        estimates = self.last_estimates
+        return estimates[0] if estimates else None
+
+    # ------------------------------------------------------------------------------------------------ update stage
+
+    def tensors(self, names: Mapping[int, str] | None, eps_factor: float) -> list[TrainableTensor]:
+        """The trainable tensors with each group's ε times ``eps_factor`` (the ε schedule)."""
+        for group in self.param_groups:
+            # As torch's LR schedulers keep ``initial_lr``, the group keeps its initial ε (and checkpoints it).
+            group["eps"] = group.setdefault("initial_eps", group["eps"]) * eps_factor
+        return trainable_tensors(self.param_groups, names)
+
     def prepare_plan(self, plan: PerturbationPlan) -> PerturbationPlan:
         """The plan the step perturbs and updates along; a preconditioning optimizer (HiZOO) rescales the
         directions here. The identity by default."""
         return plan
 
-    @torch.no_grad()
-    def estimate(
-        self,
-        closure: Callable[[], Tensor | float],
-        *,
-        seed: int | Sequence[int] | None = None,
-        plan: PerturbationPlan | None = None,
-        reduce: Reduce | None = None,
-        restore: RestoreMode = "auto",
-        one_sided: bool = False,
-        estimate_fn: EstimateFn | None = None,
-    ) -> list[TwoPointEstimate]:
-        """The estimates of one micro-batch along the step's directions, θ restored and nothing updated.
+    def update(self, plan: PerturbationPlan, estimates: Sequence[DirectionalEstimate], context: UpdateContext) -> None:
+        """Move the plan's tensors along their estimated directions (:meth:`_update`), then free what left the plan."""
+        self._rounding_seed = mix_seed(estimates[0].seed, _ROUNDING_STREAM)
+        self._update(plan, estimates, context)
+        active = {id(entry.param) for entry in plan}
+        for param, state in list(self.state.items()):
+            if id(param) not in active and "master" in state:
+                del state["master"]
+                if not state:
+                    del self.state[param]
 
-        Gradient accumulation: call this on micro-batches 1 … k−1 with the same seed(s) and plan, then :meth:`step`
-        on micro-batch k with ``accumulated=[those lists]``; the step averages every direction's losses over the k
-        micro-batches, which equals one estimate on a k× larger batch. Arguments are as for :meth:`step`.
-        """
-        seeds = self._seeds(seed)
-        plan = self.prepare_plan(self.dense_plan() if plan is None else plan)
-        return self._estimate(closure, seeds, plan, reduce, restore, one_sided, estimate_fn, fused=False)
+    @abstractmethod
+    def _update(self, plan: PerturbationPlan, estimates: Sequence[DirectionalEstimate], context: UpdateContext) -> None:
+        """Subclasses move the tensors, iterating over :meth:`directions` (which also completes a fused restore)."""
 
-    @torch.no_grad()
-    def step(
-        self,
-        closure: Callable[[], Tensor | float] | None = None,
-        *,
-        seed: int | Sequence[int] | None = None,
-        plan: PerturbationPlan | None = None,
-        reduce: Reduce | None = None,
-        restore: RestoreMode = "auto",
-        gather: Gather | None = None,
-        one_sided: bool = False,
-        clip: float | None = None,
-        estimate_fn: EstimateFn | None = None,
-        accumulated: Sequence[Sequence[TwoPointEstimate]] = (),
-    ) -> Tensor:
-        """One ZO step: estimate along seeded directions, then update along the same directions.
-
-        Args:
-            closure: returns the loss (a scalar) at the current weights; called twice per direction (three times for
-                optimizers that need L(θ)). May be ``None`` only to apply ``accumulated`` estimates alone.
-            seed: the step seed, or one seed per direction (q seeds: n-SPSA, the estimates averaged). By default one
-                direction seeded from ``defaults["seed"]`` and this optimizer's step count.
-            plan: the tensors to perturb and how (default: every trainable tensor, dense Gaussian).
-            reduce: applied to each direction's stacked losses, e.g. a mean over data-parallel ranks.
-            restore: how θ is restored after the forwards (see :func:`two_point_estimate`).
-            gather: maps this process's estimates to everyone's, in the same order on every process (query-parallel
-                data parallelism: each rank estimates its own directions and all ranks apply all of them).
-            one_sided: estimate from L(θ + εz) − L(θ) instead of L(θ ± εz).
-            clip: clip each direction's projected gradient g to [−clip, clip] before the update.
-            estimate_fn: ``(plan, seed) → TwoPointEstimate`` replacing the two-point estimate, e.g. the forward
-                gradient (:func:`~zolightning.functional.forward_gradient_estimate`); ``closure`` is then unused.
-            accumulated: earlier micro-batches' estimates of the same seeds (from :meth:`estimate`), averaged with
-                this one's.
-
-        Returns:
-            The mean over directions of the loss at θ (L0 when evaluated, else (L+ + L−)/2). If any loss is not finite,
-            nothing is updated (on every rank alike, since the gathered losses are the same everywhere).
-        """
-        if closure is None and not accumulated:
-            raise ValueError(
-                f"{type(self).__name__}.step needs `closure`: a function that returns the loss at the current weights."
-            )
-        seeds = self._seeds(seed)
-        if not self.supports_many_directions and (len(seeds) > 1 or gather is not None):
-            raise ValueError(
-                f"{type(self).__name__} takes one direction per step; set `num_directions=1` and `query_parallel=False`."
-            )
-        plan = self.prepare_plan(self.dense_plan() if plan is None else plan)
-        # With one direction the restore is fused into the update; with several, each estimate restores at once.
-        fused = len(seeds) == 1 and gather is None
-        estimates = (
-            self._estimate(closure, seeds, plan, reduce, restore, one_sided, estimate_fn, fused)
-            if closure is not None or estimate_fn is not None
-            else []
-        )
-        if accumulated:
-            rounds = [*accumulated, estimates] if estimates else list(accumulated)
-            if any(len(round_) != len(seeds) for round_ in rounds):
-                raise ValueError("Every accumulated micro-batch must hold one estimate per seed of the step.")
-            estimates = [average_estimates([round_[k] for round_ in rounds]) for k in range(len(seeds))]
-        pending = estimates[0]
-        if gather is not None:
-            estimates = list(gather(estimates))
-        self.last_estimates = estimates
-        self.last_estimate = estimates[0]
-        self._restored = set()
-        self._clip = clip
-        self._closure = closure
-        self._reduce = reduce
-        self._restore = restore
-        try:
-            if all(estimate.is_finite for estimate in estimates):
-                self._rounding_seed = mix_seed(estimates[0].seed, _ROUNDING_STREAM)
-                self._update(plan, estimates)
-                self._free_inactive_masters(plan)
-        finally:
-            self._closure = self._reduce = None
-            self._finish_restore(plan, pending)
-        self.zo_steps += 1
-        return torch.stack([estimate.loss for estimate in estimates]).mean()
-
-    def _seeds(self, seed: int | Sequence[int] | None) -> list[int]:
-        if seed is None:
-            seed = step_seed(self.defaults.get("seed", 0), self.zo_steps)
-        seeds = [seed] if isinstance(seed, int) else list(seed)
-        if not seeds:
-            raise ValueError("`seed` must name at least one direction.")
-        return seeds
-
-    def _estimate(
-        self,
-        closure: Callable[[], Tensor | float] | None,
-        seeds: Sequence[int],
-        plan: PerturbationPlan,
-        reduce: Reduce | None,
-        restore: RestoreMode,
-        one_sided: bool,
-        estimate_fn: EstimateFn | None,
-        fused: bool,
-    ) -> list[TwoPointEstimate]:
-        if estimate_fn is not None:
-            return [estimate_fn(plan, s) for s in seeds]
-        if self.needs_center and one_sided:
-            raise ValueError(f"{type(self).__name__} needs a two-sided estimate; set `one_sided=False`.")
-        assert closure is not None
-        return [
-            two_point_estimate(
-                closure, plan, s, one_sided=one_sided, center=self.needs_center, restore=restore, reduce=reduce,
-                defer_restore=fused,
-            )
-            for s in seeds
-        ]
+    def group_of(self) -> dict[int, dict[str, Any]]:
+        """``id(param) → param group`` for every parameter."""
+        return {id(param): group for group in self.param_groups for param in group["params"]}
 
     def transform_projected_gradient(self, projected_gradient: float) -> float:
         """Maps each direction's (clipped) projected gradient before the update: the identity by default; ZO-SGD-Sign
@@ -262,24 +157,23 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
         return projected_gradient
 
     def directions(
-        self, plan: PerturbationPlan, estimates: Sequence[TwoPointEstimate]
+        self, plan: PerturbationPlan, estimates: Sequence[DirectionalEstimate], context: UpdateContext
     ) -> Iterator[tuple[ActiveTensor, Tensor, float]]:
         """Each planned tensor with a direction and its projected gradient, for :meth:`_update` to move along.
 
-        One direction: ``(entry, z, g)`` with g = ``difference``/ε (clipped, then
-        :meth:`transform_projected_gradient`). When the estimate left a restore pending, the tensor is restored here
-        first, so that restore and update share one noise draw (three passes of noise per step instead of MeZO's
-        four). Several directions: ``(entry, (1/q)·Σₖ gₖ·zₖ, 1.0)``, the averaged estimate, built one tensor at a time.
+        One direction: ``(entry, z, g)`` with g = the estimate's projected gradient (clipped, then
+        :meth:`transform_projected_gradient`); the tensor is first brought back to θ with the same z when the engine
+        fused the restore into the update. Several directions: ``(entry, (1/q)·Σₖ gₖ·zₖ, 1.0)``, the averaged
+        estimate, built one tensor at a time.
         """
-        gradient = lambda entry, estimate: self.transform_projected_gradient(  # noqa: E731
-            estimate.projected_gradient(entry.eps, self._clip)
-        )
+
+        def gradient(entry: ActiveTensor, estimate: DirectionalEstimate) -> float:
+            return self.transform_projected_gradient(estimate.projected_gradient(entry.eps, context.clip))
+
         if len(estimates) == 1:
             (estimate,) = estimates
             for entry, z in iter_directions(plan, estimate.seed):
-                if estimate.pending_offset and id(entry) not in self._restored:
-                    entry.param.add_(z.to(entry.param.dtype), alpha=-estimate.pending_offset * entry.eps)
-                    self._restored.add(id(entry))
+                context.probe.settle(entry, z, estimate.seed)
                 yield entry, z, gradient(entry, estimate)
             return
         for entry in plan:
@@ -313,32 +207,16 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
         yield work
         round_stochastic_(param, work, tensor_seed(self._rounding_seed, entry.key))
 
-    def _free_inactive_masters(self, plan: PerturbationPlan) -> None:
-        active = {id(entry.param) for entry in plan}
-        for param, state in list(self.state.items()):
-            if id(param) not in active and "master" in state:
-                del state["master"]
-                if not state:
-                    del self.state[param]
-
-    def _finish_restore(self, plan: PerturbationPlan, estimate: TwoPointEstimate) -> None:
-        """Restore every tensor the update did not reach (a skipped step, or an update that raised)."""
-        if estimate.pending_offset:
-            rest = [entry for entry in plan if id(entry) not in self._restored]
-            perturb_(rest, estimate.seed, -estimate.pending_offset)
-        torch.clear_autocast_cache()
-
-    @abstractmethod
-    def _update(self, plan: PerturbationPlan, estimates: Sequence[TwoPointEstimate]) -> None:
-        """Move the plan's tensors along their directions; subclasses define how, iterating over
-        :meth:`directions` (which also completes any pending restore)."""
+    # ------------------------------------------------------------------------------------------------ state
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
-        state["zo_steps"] = self.zo_steps
+        state["zo_engine"] = self.engine.state_dict()
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
-        self.zo_steps = int(state_dict.pop("zo_steps", 0))
+        engine_state = state_dict.pop("zo_engine", None)
         super().load_state_dict(state_dict)
+        if engine_state is not None:
+            self.engine.load_state_dict(engine_state)

@@ -7,7 +7,8 @@ from typing import Any
 
 from torch import Tensor
 
-from zolightning.functional.estimators import TwoPointEstimate
+from zolightning.functional.estimate import DirectionalEstimate
+from zolightning.estimators.probe import UpdateContext
 from zolightning.functional.perturbation import ActiveTensor, PerturbationPlan
 from zolightning.functional.rounding import LowPrecisionUpdate
 from zolightning.functional.sgd import zo_sgd_update_
@@ -31,7 +32,7 @@ class ZOSGD(ZOOptimizer):
         low_precision: how updates reach bf16/fp16 weights: ``nearest`` (default: plain rounding; updates below
             half an ulp vanish), ``stochastic`` (stochastic rounding: unbiased, no memory) or ``master`` (an fp32 master
             copy of each active tensor: +4 bytes per active element). fp32 weights ignore it.
-        seed: seeds the directions when ``step`` is called without ``seed`` (plain PyTorch use).
+        seed: seeds the directions in a plain loop (under a ZOLightningModule, ``zo.seed`` does).
 
     Memory: nothing beyond the noise of the largest tensor while it is being applied, unless ``momentum > 0``.
     """
@@ -45,7 +46,7 @@ class ZOSGD(ZOOptimizer):
         momentum: float = 0.0,
         decay_1d: bool = False,
         low_precision: LowPrecisionUpdate = "nearest",
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"`momentum` must be in [0, 1), got {momentum}.")
@@ -55,9 +56,9 @@ class ZOSGD(ZOOptimizer):
         )
         super().__init__(params, defaults)
 
-    def _update(self, plan: PerturbationPlan, estimates: Sequence[TwoPointEstimate]) -> None:
+    def _update(self, plan: PerturbationPlan, estimates: Sequence[DirectionalEstimate], context: UpdateContext) -> None:
         groups = self.group_of()
-        for entry, z, projected_gradient in self.directions(plan, estimates):
+        for entry, z, projected_gradient in self.directions(plan, estimates, context):
             self._sgd_update(entry, z, projected_gradient, groups[id(entry.param)])
 
     def _sgd_update(self, entry: ActiveTensor, z: Tensor, projected_gradient: float, group: dict[str, Any]) -> None:

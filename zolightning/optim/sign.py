@@ -5,7 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from zolightning.functional.estimators import TwoPointEstimate
+from zolightning.functional.estimate import DirectionalEstimate
+from zolightning.estimators.probe import UpdateContext
 from zolightning.functional.perturbation import PerturbationPlan
 from zolightning.functional.rounding import LowPrecisionUpdate
 from zolightning.optim.optimizer import ParamsT
@@ -34,7 +35,7 @@ class ZOSGDSign(ZOSGD):
         decay_1d: bool = False,
         elementwise: bool = False,
         low_precision: LowPrecisionUpdate = "nearest",
-        seed: int = 0,
+        seed: int | None = None,
     ) -> None:
         super().__init__(
             params, lr=lr, eps=eps, weight_decay=weight_decay, momentum=momentum, decay_1d=decay_1d,
@@ -47,9 +48,9 @@ class ZOSGDSign(ZOSGD):
             return projected_gradient
         return math.copysign(1.0, projected_gradient) if projected_gradient != 0.0 else 0.0
 
-    def _update(self, plan: PerturbationPlan, estimates: Sequence[TwoPointEstimate]) -> None:
+    def _update(self, plan: PerturbationPlan, estimates: Sequence[DirectionalEstimate], context: UpdateContext) -> None:
         groups = self.group_of()
-        for entry, z, projected_gradient in self.directions(plan, estimates):
+        for entry, z, projected_gradient in self.directions(plan, estimates, context):
             if self.elementwise:
                 z, projected_gradient = z.mul(projected_gradient).sign_(), 1.0
             self._sgd_update(entry, z, projected_gradient, groups[id(entry.param)])

@@ -1,0 +1,324 @@
+"""``StepEngine``: one zeroth-order step, from seed to update, in one direction.
+
+The flow of :meth:`StepEngine.step` (``docs/architecture.md`` lists it call by call):
+
+1. seeds: q per step, derived from (``zo.seed``, step, direction), rank-offset under query parallelism;
+2. plan: the update rule's trainable tensors with ε (``zo.eps_schedule``), through the structure, with
+   ``zo.lr_scales``, then the rule's own preparation (HiZOO's preconditioning);
+3. evaluations: the estimator walks a :class:`~zolightning.estimators.Probe` through its points, calling the
+   objective (the only call out of the engine);
+4. cross-rank reduce (mean) or gather (query parallelism) of the few numbers the estimator measured;
+5. estimates: the estimator turns those numbers into one record per direction;
+6. finite check: a non-finite step is skipped on every rank alike;
+7. restore: θ back from its snapshot, or, with one arithmetic direction, fused into the update's noise pass;
+8. update: the rule moves the plan's tensors along the very directions that were estimated;
+9. guards: non-finite streak and divergence.
+
+Nothing here calls back into a LightningModule; the engine works the same under the Trainer, Fabric, or a plain loop.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Literal, Protocol
+
+import torch
+from torch import Tensor, nn
+
+from zolightning.config import ZOConfig
+from zolightning.engine.guards import DivergenceGuard, NonFiniteGuard
+from zolightning.estimators.base import Estimator
+from zolightning.estimators.probe import Probe, UpdateContext
+from zolightning.estimators.registry import create_estimator
+from zolightning.functional import collectives
+from zolightning.functional.eps_schedule import eps_factor
+from zolightning.functional.estimate import DirectionalEstimate, LossFn
+from zolightning.functional.noise import step_seed
+from zolightning.functional.perturbation import PerturbationPlan
+from zolightning.functional.rounding import FULL_PRECISION
+from zolightning.structures.base import PerturbationStructure, StructureRule, TrainableTensor, trainable_tensors
+
+
+REENTRANT_STEP = (
+    "A ZO step was started from inside a ZO step's objective. Under ZO the objective (your `training_step` or closure) "
+    "only returns the loss, and the step does the rest: remove `optimizer.step()`, `self.optimizers()`, "
+    "`manual_backward(loss)` and `loss.backward()` from it, and `return loss`."
+)
+
+
+class UpdateRule(Protocol):
+    """The update stage: a ZO optimizer (:class:`~zolightning.optim.ZOOptimizer`) or the adapter that feeds a plain
+    ``torch.optim`` optimizer (:class:`~zolightning.optim.GradientUpdate`)."""
+
+    param_groups: list[dict[str, Any]]
+    needs_center: bool
+    supports_many_directions: bool
+
+    def tensors(self, names: Mapping[int, str] | None, eps_factor: float) -> list[TrainableTensor]: ...
+
+    def prepare_plan(self, plan: PerturbationPlan) -> PerturbationPlan: ...
+
+    def update(self, plan: PerturbationPlan, estimates: Sequence[DirectionalEstimate], context: UpdateContext) -> None: ...
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """What one call of :meth:`StepEngine.step` did.
+
+    Attributes:
+        loss: the loss at θ, mean over directions (L0 when evaluated, else (L+ + L−)/2).
+        estimates: every direction's estimate (every rank's under query parallelism).
+        updated: an update was applied (``False`` for an accumulated micro-batch or a skipped non-finite step).
+        step: the step index the seeds were derived from.
+        eps: ε of the plan's first tensor (after the schedule).
+        projected_gradient: mean over directions of the first tensor's projected gradient, as applied (clipped).
+        active_numel: parameter elements in the plan.
+        forward_seconds: wall time inside the objective; ``total_seconds``: the whole step.
+    """
+
+    loss: Tensor
+    estimates: list[DirectionalEstimate]
+    updated: bool
+    step: int
+    eps: float
+    projected_gradient: float
+    active_numel: int
+    forward_seconds: float
+    total_seconds: float
+
+
+class StepEngine:
+    """Owns the ZO step: seeds, plan, evaluations, cross-rank numbers, checks, restore and update.
+
+    Args:
+        config: the step's settings (:class:`~zolightning.ZOConfig`, a mapping of its fields, or ``None``).
+        rule: the update stage (set later with :meth:`bind` if not given).
+        structure: which tensors are perturbed and how (default: every trainable tensor, dense noise).
+        estimator: how losses become estimates (default: ``config.estimator`` with ``config.num_directions``).
+        module: the model, for structures that partition it (blocks, layers) and for the forward gradient.
+
+    Attributes:
+        steps: updates taken so far; the step index when :meth:`step` is not given one (plain loops).
+        total_steps: the number of updates of the run, needed by a non-constant ``eps_schedule``.
+        names: ``id(param) → name``, for plans and checkpoints keyed by the model's parameter names.
+        last: the latest :class:`StepResult`.
+    """
+
+    def __init__(
+        self,
+        config: ZOConfig | Mapping[str, Any] | None = None,
+        *,
+        rule: UpdateRule | None = None,
+        structure: PerturbationStructure | None = None,
+        estimator: Estimator | None = None,
+        module: nn.Module | None = None,
+    ) -> None:
+        self.config = ZOConfig.coerce(config)
+        self.module = module
+        self.structure = structure if structure is not None else PerturbationStructure(distribution=self.config.distribution)
+        self.estimator = (
+            estimator if estimator is not None
+            else create_estimator(self.config.estimator, self.config.num_directions, module)
+        )
+        self.rule: UpdateRule | None = None
+        self.steps = 0
+        self.total_steps: int | None = None
+        self.names: Mapping[int, str] | None = None
+        self.nonfinite = NonFiniteGuard(self.config.max_nonfinite)
+        self.divergence = DivergenceGuard(self.config.divergence_factor)
+        self.accumulated: list[Tensor] = []
+        self.last: StepResult | None = None
+        self.running = False
+        self._lr_scales: dict[str, float] = {}
+        self._accumulated_seconds = 0.0
+        if rule is not None:
+            self.bind(rule)
+
+    # ------------------------------------------------------------------------------------------------ set-up
+
+    def bind(self, rule: UpdateRule) -> None:
+        """Use ``rule`` as the update stage; refuses a combination that cannot work, naming the setting to change."""
+        name = type(rule).__name__
+        if rule.needs_center and not self.estimator.provides_center:
+            raise ValueError(
+                f"{name} needs L(θ) beside L(θ ± εz), which the {type(self.estimator).__name__} estimator does not "
+                "measure: use `zo.estimator: two-sided`."
+            )
+        if not rule.supports_many_directions and (self.estimator.directions > 1 or self.config.query_parallel):
+            raise ValueError(f"{name} takes one direction per step; set `num_directions=1` and `query_parallel=False`.")
+        self.rule = rule
+
+    def install(self, rule: StructureRule, module: nn.Module | None = None, owner: object | None = None) -> None:
+        """Install a structure rule (a selection or a direction rule), bound to ``module`` (default: the engine's),
+        ``zo.seed`` and ``zo.distribution``; ``owner`` (default the rule itself) keeps its state."""
+        rule.bind(module if module is not None else self.module, self.config.seed, self.config.distribution)
+        self.structure.install(rule, owner)
+
+    # ------------------------------------------------------------------------------------------------ the step
+
+    def seeds(self, step: int, rank: int = 0) -> list[int]:
+        """The step's direction seeds; under query parallelism rank r owns directions r·q … r·q + q − 1, so that every
+        rank can name every direction without sending seeds."""
+        q = self.estimator.directions
+        return [step_seed(self.config.seed, step, rank * q + k) for k in range(q)]
+
+    def plan(self, step: int) -> PerturbationPlan:
+        """The tensors step ``step`` perturbs and updates, with their directions, ε and learning-rate scales."""
+        rule = self._rule()
+        tensors = rule.tensors(self.names, self._eps_factor(step))
+        if not tensors:
+            raise ValueError(
+                "The optimizer has no trainable parameters (requires_grad=True), so ZO training has nothing to "
+                "perturb. Unfreeze what should be trained, e.g. `module.requires_grad_(True)` or the head's parameters."
+            )
+        plan = self.structure.plan(tensors, step)
+        if self.config.lr_scales:
+            plan = [replace(entry, lr_scale=self._lr_scale(entry.name)) for entry in plan]
+        return rule.prepare_plan(plan)
+
+    @torch.no_grad()
+    def step(self, objective: LossFn | None, *, step: int | None = None, update: bool = True) -> Tensor:
+        """One ZO step on the current batch; returns the loss at θ (mean over directions).
+
+        Args:
+            objective: returns the loss (a scalar) at the current weights; called 2 or more times (see the estimator).
+            step: the step index the seeds derive from (default: :attr:`steps`; the Trainer passes ``global_step``).
+            update: ``False`` only measures this micro-batch along the step's directions and keeps its numbers; the
+                next call with ``update=True`` averages every kept micro-batch with its own and updates (gradient
+                accumulation, equal to one larger batch).
+
+        Whatever happens inside (an exception in a forward or in a collective, a non-finite loss), the weights are
+        restored before this returns or raises: bitwise from a snapshot, or arithmetically within 2 ulp in fp32.
+        """
+        if self.running:
+            raise RuntimeError(REENTRANT_STEP)
+        rule = self._rule()
+        started = time.perf_counter()
+        index = self.steps if step is None else step
+        world = collectives.world_size()
+        parallel = self.config.query_parallel and world > 1
+        local_seeds = self.seeds(index, collectives.rank() if parallel else 0)
+        plan = self.plan(index)
+        center = rule.needs_center
+        reduce = collectives.mean_over_ranks if world > 1 and not parallel else None
+        probe = Probe(objective, plan, self._restore_mode(plan, parallel), reduce)
+        self.running = True
+        try:
+            numbers = self.estimator.measure(probe, local_seeds, center)
+            if not update:
+                self.accumulated.append(numbers)
+                self._accumulated_seconds += probe.forward_seconds
+                estimates = self.estimator.combine(numbers, local_seeds, center)
+                return self._finish(estimates, False, index, plan, probe.forward_seconds, started).loss
+            if self.accumulated:
+                numbers = torch.stack([*self.accumulated, numbers]).mean(0)
+                self.accumulated = []
+            seeds = local_seeds
+            if parallel:
+                numbers = collectives.gather_over_ranks(numbers).flatten(0, 1)
+                seeds = [s for r in range(world) for s in self.seeds(index, r)]
+            elif reduce is not None:
+                numbers = reduce(numbers)
+            estimates = self.estimator.combine(numbers, seeds, center)
+            finite = all(estimate.is_finite for estimate in estimates)
+            fused = len(estimates) == 1 and not probe.exact
+            if not fused:
+                probe.restore()
+            if finite:
+                rule.update(plan, estimates, UpdateContext(probe, self.config.clip, exact_restore=probe.exact))
+        finally:
+            self.running = False
+            probe.restore()
+        self.steps = index + 1
+        forward, self._accumulated_seconds = probe.forward_seconds + self._accumulated_seconds, 0.0
+        result = self._finish(estimates, finite, index, plan, forward, started)
+        self.nonfinite.observe(estimates)
+        if finite:
+            self.divergence.observe(float(result.loss), [float(g["lr"]) for g in rule.param_groups])
+        return result.loss
+
+    def _finish(
+        self, estimates: list[DirectionalEstimate], updated: bool, index: int, plan: PerturbationPlan, forward: float,
+        started: float,
+    ) -> StepResult:
+        eps = plan[0].eps if plan else 0.0
+        self.last = StepResult(
+            loss=torch.stack([estimate.loss for estimate in estimates]).mean(),
+            estimates=estimates,
+            updated=updated,
+            step=index,
+            eps=eps,
+            projected_gradient=(
+                sum(e.projected_gradient(eps, self.config.clip) for e in estimates) / len(estimates) if eps else 0.0
+            ),
+            active_numel=sum(entry.param.numel() for entry in plan),
+            forward_seconds=forward,
+            total_seconds=time.perf_counter() - started,
+        )
+        return self.last
+
+    # ------------------------------------------------------------------------------------------------ helpers
+
+    def _rule(self) -> UpdateRule:
+        if self.rule is None:
+            raise RuntimeError("The engine has no update rule yet: pass `rule=` or call `bind(optimizer)`.")
+        return self.rule
+
+    def _restore_mode(self, plan: PerturbationPlan, parallel: bool) -> Literal["arithmetic", "snapshot"]:
+        # Under query parallelism ranks perturb along different directions, and +εz − εz rounds differently for each:
+        # only an exact restore keeps the replicas bitwise identical.
+        mode = self.config.restore
+        if parallel:
+            return "snapshot"
+        if mode == "auto":
+            exact = all(entry.param.dtype in FULL_PRECISION for entry in plan)
+            return "snapshot" if self.structure.selection.prefers_snapshot or not exact else "arithmetic"
+        return mode
+
+    def _eps_factor(self, step: int) -> float:
+        config = self.config
+        if config.eps_schedule == "constant":
+            return 1.0
+        if self.total_steps is None or self.total_steps <= 0:
+            raise ValueError(
+                f"`eps_schedule: {config.eps_schedule}` needs the run's length: set `engine.total_steps` (the Trainer "
+                "sets it from `max_steps`)."
+            )
+        return eps_factor(config.eps_schedule, step, self.total_steps, config.eps_final_ratio)
+
+    def _lr_scale(self, name: str) -> float:
+        """``zo.lr_scales``' multiplier for the parameter ``name`` (the first matching regex; 1 if none)."""
+        if name not in self._lr_scales:
+            matches = (scale for pattern, scale in self.config.lr_scales.items() if re.search(pattern, name))
+            self._lr_scales[name] = float(next(matches, 1.0))
+        return self._lr_scales[name]
+
+    # ------------------------------------------------------------------------------------------------ state
+
+    def state_dict(self) -> dict[str, Any]:
+        """Counters, guards, and the state of structure rules no callback owns (for ``fabric.save`` and plain loops)."""
+        own = {
+            part: getattr(self.structure, part).state_dict()
+            for part in ("selection", "directions")
+            if self.structure.owners.get(part, getattr(self.structure, part)) is getattr(self.structure, part)
+        }
+        return {
+            "steps": self.steps,
+            "nonfinite": self.nonfinite.state_dict(),
+            "divergence": self.divergence.state_dict(),
+            "structure": own,
+        }
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.steps = int(state.get("steps", 0))
+        self.nonfinite.load_state_dict(state.get("nonfinite", {}))
+        self.divergence.load_state_dict(state.get("divergence", {}))
+        devices = None
+        if self.rule is not None:
+            tensors = trainable_tensors(self.rule.param_groups, self.names, eps_of=lambda group: 0.0)
+            devices = {t.name: t.param.device for t in tensors}
+        for part, part_state in state.get("structure", {}).items():
+            getattr(self.structure, part).load_state_dict(part_state, devices)

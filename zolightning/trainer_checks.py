@@ -1,0 +1,87 @@
+"""What a ZO run needs of the Lightning Trainer: strategies that keep parameters whole, real devices, a precision
+plugin without a GradScaler, and schedulers stepped by hand (Lightning does not step them under manual optimization)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
+from lightning.pytorch.utilities.types import LRSchedulerConfig
+from torch import nn
+
+# Strategies that shard parameters (FSDP, model parallel) or keep fp32 masters that overwrite in-place edits (DeepSpeed).
+SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
+
+
+def sharded_strategy_name(strategy: object) -> str | None:
+    """The name in ``SHARDED_STRATEGIES`` of ``strategy``'s class or of a class it derives from (a subclass of
+    ``FSDPStrategy`` shards as ``FSDPStrategy`` does), else ``None``."""
+    for cls in type(strategy).__mro__:
+        if cls.__name__ in SHARDED_STRATEGIES:
+            return cls.__name__
+    return None
+
+
+def check_trainer_for_zo(trainer: Any, module: nn.Module) -> None:
+    """Refuse strategies and placements that would lose in-place perturbations; disable the GradScaler of 16-mixed;
+    warn about half-precision weights."""
+    sharded = sharded_strategy_name(trainer.strategy)
+    if sharded is not None:
+        strategy = type(trainer.strategy).__name__
+        strategy = strategy if strategy == sharded else f"{strategy} (a {sharded})"
+        raise ValueError(
+            f"ZO training does not support {strategy}: it shards or re-owns the parameters, so in-place "
+            "perturbations are lost or misplaced. Use a single device, DDP ('ddp', 'ddp_spawn', 'ddp_fork'), or "
+            "Hugging Face `device_map` placement on one process."
+        )
+    # Offloaded weights (accelerate hooks) live on 'meta' and are re-loaded from their offload copy for each
+    # forward: an in-place perturbation or update of a trainable one would be silently lost. Frozen ones are
+    # refused too, since Lightning moves the whole module to its device, which fails on 'meta' tensors.
+    offloaded = [(name, p.requires_grad) for name, p in module.named_parameters() if p.device.type == "meta"]
+    if offloaded:
+        trainable = [name for name, requires_grad in offloaded if requires_grad]
+        raise ValueError(
+            f"{len(offloaded)} parameter(s) ({len(trainable)} trainable) are on the 'meta' device, e.g. "
+            f"{(trainable or [name for name, _ in offloaded])[:3]}: they are offloaded (a Hugging Face "
+            "`device_map` with 'disk' entries, or 'cpu' entries beside accelerator ones; `accelerate.cpu_offload` "
+            "or `disk_offload`) and hooks re-load them for each forward, so ZO's in-place perturbations and "
+            "updates would be silently lost. Place every parameter on a real device: a `device_map` with no "
+            "'disk' or offloaded 'cpu' entries (enough `max_memory` on the devices it uses), and no offload."
+        )
+    plugin = trainer.precision_plugin
+    if getattr(plugin, "scaler", None) is not None:
+        # A GradScaler protects gradients from underflow in backward; ZO has no backward, and the scaler's step
+        # asserts when no gradient was unscaled. Autocast itself stays on.
+        plugin.scaler = None
+        rank_zero_info("zolightning: ZO has no backward pass, so the 16-mixed GradScaler is disabled (autocast stays).")
+    if str(trainer.precision) in ("bf16-true", "16-true", "bf16", "16"):
+        rank_zero_warn(
+            f"precision={trainer.precision!r} keeps the weights themselves in half precision: the ZO step restores "
+            "them exactly from a snapshot, but with the default `low_precision='nearest'` of the ZO optimizers an "
+            "update smaller than half a unit in the last place rounds away: pass `low_precision='stochastic'` "
+            "(unbiased, no memory) or 'master' (fp32 copies of the active tensors, cheap with BlockRotation). "
+            "The projected gradient is noisier too (use a larger eps, e.g. 1e-2). Prefer 'bf16-mixed' or "
+            "'32-true' when the weights fit in fp32."
+        )
+
+
+def step_schedulers(trainer: Any, interval: str) -> None:
+    """Step the Trainer's LR schedulers whose ``interval`` is ``interval``, honouring each config's ``frequency`` and
+    (for ReduceLROnPlateau) ``monitor``: Lightning does not step them under manual optimization."""
+    count = trainer.global_step if interval == "step" else trainer.current_epoch + 1
+    config: LRSchedulerConfig
+    for config in trainer.lr_scheduler_configs:
+        if config.interval != interval or count % config.frequency != 0:
+            continue
+        if config.reduce_on_plateau:
+            monitor = trainer.callback_metrics.get(config.monitor) if config.monitor else None
+            if monitor is None:
+                if config.strict:
+                    raise KeyError(
+                        f"The ReduceLROnPlateau scheduler monitors {config.monitor!r}, which has not been logged; "
+                        f"logged: {sorted(trainer.callback_metrics)}."
+                    )
+                continue
+            config.scheduler.step(monitor)
+        else:
+            config.scheduler.step()
