@@ -92,11 +92,6 @@ class ZOConfig:
         check_choice(self.restore, RestoreMode, "restore")
         check_int_at_least(self.num_directions, 1, "num_directions")
         check_estimator_name(self.estimator)
-        if self.estimator == "fzoo" and self.num_directions < 2:
-            raise ValueError(
-                f"`estimator: fzoo` needs `num_directions` >= 2 (its N probes; the paper uses 8 to 16), "
-                f"got {self.num_directions}."
-            )
         check_int_at_least(self.accumulate_batches, 1, "accumulate_batches")
         if self.clip is not None and not self.clip > 0:
             raise ValueError(f"`clip` must be > 0 or None (no clipping), got {self.clip}.")

@@ -9,7 +9,6 @@ adapts Lightning to the engine: it owns no step logic of its own.
 
 from __future__ import annotations
 
-import functools
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -31,42 +30,12 @@ from zolightning.optim.optimizer import ZOOptimizer
 from zolightning.optim.sgd import ZOSGD
 from zolightning.structures.base import PerturbationStructure
 from zolightning.step_logging import StepLogging
+from zolightning.training_step import extract_loss, zo_training_step
 from zolightning.trainer_checks import check_trainer_for_zo, step_schedulers
 
 # Lightning advises manual-optimization users to snapshot weights before `optimizer.step()` for ModelCheckpoint; a ZO
 # step has no such moment to save (the step restores its perturbations itself), so the advice does not apply.
 _NOT_FOR_ZO = "Using ModelCheckpoint with manual optimization and every_n_train_steps"
-
-
-def extract_loss(output: Any) -> Tensor:
-    """The loss from a ``training_step`` output: a scalar tensor, a number, or a mapping with ``"loss"``."""
-    if isinstance(output, Mapping):
-        if "loss" not in output:
-            raise ValueError(f"`training_step` returned a dict without 'loss' (keys: {sorted(output)}).")
-        output = output["loss"]
-    if isinstance(output, (int, float)):
-        return torch.tensor(float(output))
-    if not isinstance(output, Tensor):
-        raise TypeError(
-            "For ZO training, `training_step` must return the loss: a scalar tensor or a dict with 'loss'; "
-            f"got {type(output).__name__}."
-        )
-    return output
-
-
-def _zo_training_step(original: Callable[..., Any]) -> Callable[..., Any]:
-    """Wrap a user's ``training_step`` so that a call from Lightning runs a whole ZO step around it."""
-
-    @functools.wraps(original)
-    def training_step(self: ZOLightningModule, *args: Any, **kwargs: Any) -> Any:
-        # Inside the step's own evaluations, or called by hand outside a fit loop, it is the plain objective.
-        if self._zo_evaluating or self._trainer is None or not self._trainer.training:
-            return original(self, *args, **kwargs)
-        batch = args[0] if args else kwargs.get("batch")
-        return self.zo_step(functools.partial(original, self, *args, **kwargs), batch)
-
-    training_step._zo_wrapped = True  # type: ignore[attr-defined]
-    return training_step
 
 
 class ZOLightningModule(StepLogging, LightningModule):
@@ -98,7 +67,7 @@ class ZOLightningModule(StepLogging, LightningModule):
         super().__init_subclass__(**kwargs)
         step = cls.training_step
         if not getattr(step, "_zo_wrapped", False):
-            cls.training_step = _zo_training_step(step)  # type: ignore[method-assign]
+            cls.training_step = zo_training_step(step)  # type: ignore[method-assign]
         # `class MyZO(ZOLightningModule, MyModel)` puts our default before MyModel's own optimizer: the user's wins.
         if cls.configure_optimizers is ZOLightningModule.configure_optimizers:
             for base in cls.__mro__[cls.__mro__.index(ZOLightningModule) + 1 :]:

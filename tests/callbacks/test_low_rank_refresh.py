@@ -1,4 +1,5 @@
 import pytest
+import torch
 
 from tests.callbacks.structure_helpers import LayeredModel, assert_resume_is_exact, fit, loader
 from zolightning.callbacks import LowRankRefresh
@@ -11,10 +12,15 @@ def test_resume_across_a_refresh_is_exact(mode, tmp_path):
 
 
 def test_excluded_matrices_get_dense_noise_and_the_rest_keep_their_factors():
-    model, trainer = fit([LowRankRefresh(rank=1, refresh_interval=5, exclude=[r"^head\."])], steps=1)
+    before = {n: p.detach().clone() for n, p in LayeredModel().named_parameters()}
+    model, trainer = fit([LowRankRefresh(rank=1, refresh_interval=5, exclude=[r"^stem\."])], steps=1)
     (callback,) = [c for c in trainer.callbacks if isinstance(c, LowRankRefresh)]
     kept = callback.state_dict()
-    assert "head.weight" not in kept and "stem.weight" in kept
+    assert "stem.weight" not in kept and "layers.0.0.weight" in kept
+    moved = {n: p.detach() - before[n] for n, p in model.named_parameters()}
+    # One step moves each matrix along its z: rank 1 for a low-rank matrix, full rank (6) for the excluded one.
+    assert torch.linalg.matrix_rank(moved["layers.0.0.weight"]) == 1
+    assert torch.linalg.matrix_rank(moved["stem.weight"]) == 6
 
 
 def test_factors_are_kept_per_matrix_and_biases_stay_dense():

@@ -72,6 +72,6 @@ def test_fzoo_descends_on_an_ill_scaled_quadratic():
 @pytest.mark.parametrize("directions", [0, 1])
 def test_fewer_than_two_probes_are_refused_by_name(directions):
     with pytest.raises(ValueError, match="num_directions"):
-        ZOConfig(estimator="fzoo", num_directions=directions)
+        StepEngine(ZOConfig(estimator="fzoo", num_directions=directions))
     with pytest.raises(ValueError, match="num_directions"):
         FZOO(directions)

@@ -409,8 +409,8 @@ def test_invalid_pattern_raises_naming_it(models: dict[str, nn.Module]) -> None:
     bad = r"layers\.(\d+"
     with pytest.raises(ValueError, match=re.escape("in `patterns`")) as info:
         partition_blocks(models["llama"], patterns=[r"ok", bad])
-    # The message quotes the pattern (with repr's doubled backslashes) and the regex error.
-    assert repr(bad) in str(info.value) and "missing )" in str(info.value)
+    # The message quotes the pattern as written (not repr's doubled backslashes) and the regex error.
+    assert f'"{bad}"' in str(info.value) and "missing )" in str(info.value)
 
 
 def test_empty_match_raises(models: dict[str, nn.Module]) -> None:

@@ -39,8 +39,9 @@ class NonFiniteGuard:
         if self.streak >= self.limit:
             raise FloatingPointError(
                 f"{self.streak} ZO steps in a row had a non-finite loss ({describe_losses(estimates[0])}); training "
-                "stopped. The weights are as before the last step (see the restore guarantee in the docs). Lower the "
-                "learning rate or eps, check the data, or use fp32 weights; raise `zo.max_nonfinite` to tolerate more."
+                "stopped. Skipped steps updated nothing and restored the weights: bitwise with a snapshot restore, within "
+                "2 ulp of |θ| + 2ε|z| with the arithmetic one. Lower the learning rate or eps, check the data, or use "
+                "fp32 weights; raise `zo.max_nonfinite` to tolerate more."
             )
         return False
 

@@ -40,7 +40,7 @@ class LayerSubset(TensorSelection):
 
     def __init__(
         self,
-        active_layers: float = 0.25,
+        active_layers: int | float = 0.25,
         always_active: Sequence[str] = (),
         seed: int | None = None,
         granularity: Granularity = "layer",
