@@ -71,36 +71,41 @@ def lm_loss(model: torch.nn.Module, tokens: torch.Tensor) -> Callable[[], torch.
 STRUCTURES = ("dense", "bcd-layer", "sparse-random-0.75", "lozo-r2", "subzero-r24")
 
 
-def make_structure(name: str, model: torch.nn.Module):
-    """The perturbation structures the benchmarks compare, by name (as step_time builds them):
+def make_structure(name: str, model: torch.nn.Module) -> tuple[list[Any], str]:
+    """The perturbation rules the benchmarks compare, by name, with the ``zo.restore`` they run under:
 
     ``dense`` (MeZO), ``bcd-layer`` (MeZO-BCD: one layer per step, cyclic, snapshot restore; ``bcd-layer-arithmetic``
     restores by −εz instead),
     ``sparse-random-0.75`` (a quarter of each tensor, random masks refreshed every 100 steps), ``lozo-r2`` (rank 2,
     V refreshed every 50 steps) and ``subzero-r24`` (rank 24, U and V refreshed every 1000 steps)."""
-    from zolightning.functional.block_schedule import BlockSchedule
-    from zolightning.functional.block_selection import BlockSelection
-    from zolightning.functional.blocks import partition_blocks
-    from zolightning.functional.low_rank import LowRankDirections
-    from zolightning.functional.masked import SparseDirections
-    from zolightning.functional.structure import PerturbationStructure, dense_structure
+    from zolightning.structures import BlockSelection, LowRankDirections, SparseDirections
 
     if name == "dense":
-        return dense_structure()
+        return [], "auto"
     if name.startswith("bcd-"):
-        # "bcd-layer" restores from a snapshot of the active block (as the block-rotation callback installs it);
-        # "bcd-layer-arithmetic" restores by subtracting εz instead (the module's default in fp32).
+        # "bcd-layer" restores from a snapshot of the active block (zo.restore: auto under a block selection);
+        # "bcd-layer-arithmetic" restores by subtracting εz instead.
         granularity, _, restore = name.removeprefix("bcd-").partition("-")
-        partition = partition_blocks(model, granularity)
-        selection = BlockSelection([b.param_names for b in partition], BlockSchedule(len(partition), "cyclic"))
-        return PerturbationStructure(selection, restore="snapshot" if not restore else None)
+        return [BlockSelection(granularity)], "arithmetic" if restore else "auto"
     if name == "sparse-random-0.75":
-        return PerturbationStructure(directions=SparseDirections(0.75, "random", refresh_interval=100))
+        return [SparseDirections(0.75, "random", refresh_interval=100)], "auto"
     if name == "lozo-r2":
-        return PerturbationStructure(directions=LowRankDirections(2, 50, "lozo"))
+        return [LowRankDirections(2, 50, "lozo")], "auto"
     if name == "subzero-r24":
-        return PerturbationStructure(directions=LowRankDirections(24, 1000, "subzero"))
+        return [LowRankDirections(24, 1000, "subzero")], "auto"
     raise ValueError(f"unknown structure {name!r}; choose from {STRUCTURES}")
+
+
+def attach_structure(name: str, model: torch.nn.Module, optimizer: Any) -> Any:
+    """Give ``optimizer`` a step engine with the structure ``name`` installed (see :func:`make_structure`)."""
+    from zolightning import StepEngine, ZOConfig
+
+    rules, restore = make_structure(name, model)
+    engine = StepEngine(ZOConfig(restore=restore), module=model)
+    for rule in rules:
+        engine.install(rule)
+    optimizer.use_engine(engine)
+    return engine
 
 
 def two_forwards(loss_fn: Callable[[], torch.Tensor]) -> Callable[[], float]:

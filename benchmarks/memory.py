@@ -95,9 +95,7 @@ def child(variant: str, model_name: str, batch: int, length: int, steps: int) ->
     import torch
 
     import zolightning.optim
-    from benchmarks.common import build_model, lm_loss, make_structure, token_batch
-    from zolightning.functional.noise import step_seed
-    from zolightning.functional.structure import TrainableTensor
+    from benchmarks.common import attach_structure, build_model, lm_loss, token_batch
 
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
@@ -134,16 +132,14 @@ def child(variant: str, model_name: str, batch: int, length: int, steps: int) ->
             adam.zero_grad(set_to_none=True)
 
     else:
-        structure = make_structure(structure_name, model)
         try:
             optimizer = optimizer_class(named, lr=LR, eps=EPS, **kwargs)
         except TypeError as error:  # a family member with another signature: report it rather than guess
             return {**info, "skipped": f"{class_name}(named_parameters, lr, eps, **{kwargs}) failed: {error}"}
-        tensors = [TrainableTensor(n, p, EPS) for n, p in named]
-        restore = structure.restore or "auto"
+        attach_structure(structure_name, model, optimizer)
 
         def step_fn(k: int) -> None:
-            optimizer.step(loss_fn, seed=step_seed(0, k), plan=structure.plan(tensors, k), restore=restore)
+            optimizer.step(loss_fn, step=k)
 
     if cuda:
         torch.cuda.synchronize()

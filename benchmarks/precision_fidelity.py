@@ -21,9 +21,9 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from benchmarks.common import machine, write_report
-from zolightning.functional.estimators import two_point_estimate
+from zolightning.estimators import Probe, TwoSided
 from zolightning.functional.noise import step_seed
-from zolightning.functional.structure import TrainableTensor, dense_structure
+from zolightning.structures import PerturbationStructure, TrainableTensor
 from zolightning.tasks.datasets import load_bbc_news
 from zolightning.tasks.resources import minilm_dir
 
@@ -48,12 +48,19 @@ def loss_of(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> Callable
 
 
 def projected(model, inputs, seeds, eps, context: Callable[[], contextlib.AbstractContextManager]) -> torch.Tensor:
-    plan = dense_structure().plan([TrainableTensor(n, p, eps) for n, p in model.named_parameters()], 0)
+    plan = PerturbationStructure().plan([TrainableTensor(n, p, eps) for n, p in model.named_parameters()], 0)
     loss = loss_of(model, inputs)
+    estimator = TwoSided()
     values = []
     for seed in seeds:
         with context():
-            values.append(float(two_point_estimate(loss, plan, seed).difference) / eps)
+            # Snapshot restore: exact in every dtype, so each seed starts from the same weights.
+            probe = Probe(loss, plan, "snapshot")
+            try:
+                numbers = estimator.measure(probe, [seed])
+            finally:
+                probe.restore()
+        values.append(estimator.combine(numbers, [seed])[0].projected_gradient(eps))
     return torch.tensor(values)
 
 

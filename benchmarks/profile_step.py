@@ -34,7 +34,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 import zolightning.functional.directions as directions_module
-import zolightning.functional.estimators as estimators_module
+import zolightning.estimators.probe as probe_module
 import zolightning.functional.noise as noise_module
 import zolightning.optim.sgd as sgd_module
 from benchmarks.common import (
@@ -49,7 +49,7 @@ from benchmarks.common import (
     write_report,
 )
 from zolightning.functional.noise import fill_noise_, make_generator, step_seed, tensor_seed
-from zolightning.functional.structure import TrainableTensor, dense_structure, tensor_key
+from zolightning.structures.base import tensor_key
 from zolightning.optim import ZOSGD
 
 EPS, LR = 1e-3, 1e-7
@@ -68,8 +68,8 @@ def scoped_library() -> Iterator[None]:
         return wrapper
 
     patches = [
-        (estimators_module, "evaluate_loss", "zo::forward"),
-        (estimators_module, "perturb_", "zo::perturb"),
+        (probe_module, "evaluate_loss", "zo::forward"),
+        (probe_module, "perturb_", "zo::perturb"),
         (sgd_module, "zo_sgd_update_", "zo::update"),
         (directions_module, "fill_noise_", "zo::sample_z"),
         (noise_module, "make_generator", "zo::generator"),
@@ -87,12 +87,10 @@ def scoped_library() -> Iterator[None]:
 def profile_steps(model: torch.nn.Module, tokens: torch.Tensor, steps: int) -> dict[str, Any]:
     loss_fn = lm_loss(model, tokens)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    tensors = [TrainableTensor(n, p, EPS) for n, p in named]
     optimizer = ZOSGD(named, lr=LR, eps=EPS)
-    structure = dense_structure()
 
     def step(k: int) -> None:
-        optimizer.step(loss_fn, seed=step_seed(0, k), plan=structure.plan(tensors, k))
+        optimizer.step(loss_fn, step=k)
 
     step(0)  # warm-up
     with scoped_library(), profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -253,17 +251,15 @@ def ab_steps(model: torch.nn.Module, tokens: torch.Tensor, repeats: int) -> dict
 
     loss_fn = lm_loss(model, tokens)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    tensors = [TrainableTensor(n, p, EPS) for n, p in named]
     optimizer = ZOSGD(named, lr=LR, eps=EPS)
-    structure = dense_structure()
     counter = {"step": 0}
 
     def zo(fixed: bool) -> Callable[[], float]:
         def step() -> float:
             k = counter["step"] = counter["step"] + 1
             with reused_noise_buffer([p for _, p in named]) if fixed else contextlib.nullcontext():
-                optimizer.step(loss_fn, seed=step_seed(0, k), plan=structure.plan(tensors, k))
-            return optimizer.last_estimate.forward_seconds
+                optimizer.step(loss_fn, step=k)
+            return optimizer.engine.last.forward_seconds
 
         return step
 
@@ -271,13 +267,13 @@ def ab_steps(model: torch.nn.Module, tokens: torch.Tensor, repeats: int) -> dict
 
     # Same seed, same start: the fixed step must leave bitwise the same weights as the library's.
     saved = [p.detach().clone() for _, p in named]
-    optimizer.step(loss_fn, seed=step_seed(0, 0), plan=structure.plan(tensors, 0))
+    optimizer.step(loss_fn, step=0)
     after_library = [p.detach().clone() for _, p in named]
     with torch.no_grad():
         for (_, p), s in zip(named, saved):
             p.copy_(s)
     with reused_noise_buffer([p for _, p in named]):
-        optimizer.step(loss_fn, seed=step_seed(0, 0), plan=structure.plan(tensors, 0))
+        optimizer.step(loss_fn, step=0)
     identical = all(torch.equal(p, a) for (_, p), a in zip(named, after_library))
     del saved, after_library
 

@@ -6,7 +6,7 @@ import copy
 import pytest
 import torch
 
-from tests.estimators.helpers import assert_restored, batch, small_mlp
+from tests.estimators.helpers import assert_restored, batch, fails_at, small_mlp
 from zolightning.config import ZOConfig
 from zolightning.engine import StepEngine
 from zolightning.functional import collectives
@@ -43,13 +43,8 @@ def test_an_exception_in_the_second_forward_leaves_the_weights_unperturbed(resto
     optimizer = ZOSGD(model.named_parameters(), lr=0.1)
     engine = engine_of(optimizer, restore=restore)
     before = [p.detach().clone() for p in model.parameters()]
-    calls = []
-
-    def failing_loss():
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("boom in the second forward")
-        return torch.nn.functional.cross_entropy(model(x), y)
+    calls: list[int] = []
+    failing_loss = fails_at(2, model, calls)
 
     with pytest.raises(RuntimeError, match="second forward"):
         optimizer.step(failing_loss)

@@ -60,3 +60,16 @@ def assert_restored(plan: PerturbationPlan, before: Sequence[torch.Tensor], seed
         bound = 2 * torch.finfo(torch.float32).eps * (old.abs() + 2 * entry.eps * z.abs())
         excess = (now - old).abs() - bound
         assert bool((excess <= 0).all()), f"{entry.name}: off by up to {float(excess.max()):.3g} beyond 2 ulp"
+
+
+def fails_at(call: int, model: torch.nn.Module, calls: list[int]) -> Callable[[], torch.Tensor]:
+    """A cross-entropy objective on :func:`batch` that raises on its ``call``-th evaluation (counted in ``calls``)."""
+    x, y = batch()
+
+    def loss() -> torch.Tensor:
+        calls.append(1)
+        if len(calls) == call:
+            raise RuntimeError("boom in the second forward" if call == 2 else f"boom in forward {call}")
+        return torch.nn.functional.cross_entropy(model(x), y)
+
+    return loss

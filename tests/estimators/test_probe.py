@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from tests.estimators.helpers import assert_restored, batch, estimate, plan_for, small_mlp
+from tests.estimators.helpers import assert_restored, batch, estimate, fails_at, plan_for, small_mlp
 from zolightning.estimators import OneSided, Probe, TwoSided
 
 
@@ -36,14 +36,8 @@ def test_an_exception_in_the_second_forward_leaves_the_weights_unperturbed(resto
     model = small_mlp()
     plan = plan_for(model)
     before = [p.detach().clone() for p in model.parameters()]
-    x, y = batch()
-    calls = []
-
-    def failing_loss():
-        calls.append(1)
-        if len(calls) == 2:
-            raise RuntimeError("boom in the second forward")
-        return torch.nn.functional.cross_entropy(model(x), y)
+    calls: list[int] = []
+    failing_loss = fails_at(2, model, calls)
 
     with pytest.raises(RuntimeError, match="second forward"):
         estimate(failing_loss, plan, 3, restore=restore)
