@@ -5,5 +5,6 @@ from zolightning.callbacks.held_out_evaluation import HeldOutEvaluation, LabelPr
 from zolightning.callbacks.low_rank_refresh import LowRankRefresh
 from zolightning.callbacks.sparsity_mask import SparsityMask
 from zolightning.callbacks.structure_callback import StructureCallback
+from zolightning.callbacks.zo_progress_bar import ZOProgressBar
 
-__all__ = ["BlockRotation", "HeldOutEvaluation", "LabelPredictor", "LowRankRefresh", "SparsityMask", "StructureCallback"]
+__all__ = ["BlockRotation", "HeldOutEvaluation", "LabelPredictor", "LowRankRefresh", "SparsityMask", "StructureCallback", "ZOProgressBar"]

@@ -64,6 +64,16 @@ class BlockRotation(StructureCallback):
         return self.selection.active_block(step)
 
     @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # `train/active_block` is an index: loggers that take text (TensorBoard) get the names behind it once.
+        rows = [f"| {i} | {block.name} | {block.numel} |" for i, block in enumerate(self.blocks)]
+        legend = "\n".join(["| index | block | parameters |", "|---|---|---|", *rows])
+        for logger in trainer.loggers:
+            add_text = getattr(getattr(logger, "experiment", None), "add_text", None)
+            if callable(add_text) and trainer.is_global_zero:
+                add_text("train/active_block_names", legend, trainer.global_step)
+
+    @override
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
         if self.log_active_block:
             index = self.selection.active_index(trainer.global_step)

@@ -19,7 +19,10 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import move_data_to_device
 from torch import Tensor
+from torchmetrics.functional.classification import multiclass_confusion_matrix
 from typing_extensions import override
+
+from zolightning.functional.confusion import confusion_image
 
 __all__ = ["HeldOutEvaluation", "LabelPredictor"]
 
@@ -34,7 +37,8 @@ class LabelPredictor(Protocol):
 
 
 class HeldOutEvaluation(Callback):
-    """Accuracy on a held-out split at the start of training (before any update) and at its end.
+    """Accuracy on a held-out split at the start of training (before any update) and at its end, also when the run is
+    interrupted (Ctrl-C, an exception): the summary then says where it stopped.
 
     Args:
         split: ``"test"`` (default) evaluates the data module's ``test_dataloader()``; ``"val"`` its
@@ -46,7 +50,10 @@ class HeldOutEvaluation(Callback):
 
     Accuracies are fractions in [0, 1]. They are logged with every logger's ``log_metrics`` (at the current
     ``global_step``), stored in ``trainer.callback_metrics`` and kept as :attr:`accuracy_before` /
-    :attr:`accuracy_after`. Evaluation runs in eval mode under ``torch.no_grad()``; every submodule's train/eval
+    :attr:`accuracy_after`. The final accuracy is also logged as ``hp_metric`` (TensorBoard's hparams tab compares
+    runs by it), with ``{prefix}/class_accuracy/<class>`` per class, and loggers that take images (TensorBoard) get
+    ``{prefix}/confusion_matrix`` before and after (rows: true classes; columns: predictions). Class names come from
+    the data module's ``class_names`` when it has them. Evaluation runs in eval mode under ``torch.no_grad()``; every submodule's train/eval
     flag is restored afterwards and no weight changes.
 
     The module must implement :class:`LabelPredictor` (see this module's docstring); the data module must be able
@@ -69,6 +76,7 @@ class HeldOutEvaluation(Callback):
         self.verbose = verbose
         self.accuracy_before: float | None = None
         self.accuracy_after: float | None = None
+        self.confusion: Tensor | None = None  # (C, C) counts of the latest evaluation
         self.examples: int = 0
 
     @property
@@ -85,13 +93,31 @@ class HeldOutEvaluation(Callback):
 
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._finish(trainer, pl_module, interrupted=False)
+
+    @override
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        # Ctrl-C (or a failure) after the first evaluation: report where the run got to, with the weights it has.
+        if self.accuracy_before is not None and self.accuracy_after is None and isinstance(exception, KeyboardInterrupt):
+            self._finish(trainer, pl_module, interrupted=True)
+
+    def _finish(self, trainer: Trainer, pl_module: LightningModule, interrupted: bool) -> None:
         self.accuracy_after = self.evaluate(trainer, pl_module)
-        metrics = {"accuracy_after": self.accuracy_after}
+        metrics = {"accuracy_after": self.accuracy_after, **self._class_accuracies(trainer)}
         if self.accuracy_before is not None:
             metrics["accuracy_gain"] = self.accuracy_after - self.accuracy_before
         self._log(trainer, metrics)
+        for logger in trainer.loggers:
+            logger.log_metrics({"hp_metric": self.accuracy_after}, step=trainer.global_step)
         if self.verbose and trainer.is_global_zero:
-            print(self.summary(trainer.global_step), flush=True)
+            print(self.summary(trainer.global_step) + (" (interrupted)" if interrupted else ""), flush=True)
+
+    def _class_accuracies(self, trainer: Trainer) -> dict[str, float]:
+        assert self.confusion is not None
+        counts = self.confusion.float()
+        recall = counts.diagonal() / counts.sum(dim=1).clamp_min(1.0)
+        names = list(getattr(trainer.datamodule, "class_names", None) or range(len(recall)))
+        return {f"class_accuracy/{name}": float(value) for name, value in zip(names, recall)}
 
     def summary(self, steps: int | None = None) -> str:
         """``"Held-out test accuracy (1000 examples): 21.30% -> 64.20% (+42.90 points) after 300 steps"``."""
@@ -115,8 +141,8 @@ class HeldOutEvaluation(Callback):
             )
         loader = self._dataloader(trainer)
         flags = [(module, module.training) for module in pl_module.modules()]
-        correct = 0
-        total = 0
+        predictions: list[Tensor] = []
+        targets: list[Tensor] = []
         pl_module.eval()
         try:
             with torch.no_grad():
@@ -131,15 +157,25 @@ class HeldOutEvaluation(Callback):
                             f"`predict_labels` returned shape {tuple(predicted.shape)} but the targets have shape "
                             f"{tuple(target.shape)}; it must return one class index per example."
                         )
-                    correct += int((predicted == target).sum())
-                    total += target.numel()
+                    predictions.append(predicted.cpu())
+                    targets.append(target.cpu())
         finally:
             for module, training in flags:
                 module.training = training
-        if total == 0:
+        if not targets:
             raise ValueError(f"The {self.split} dataloader gave no examples to evaluate.")
-        self.examples = total
-        return correct / total
+        predicted, target = torch.cat(predictions), torch.cat(targets)
+        classes = int(getattr(pl_module, "num_classes", 0) or max(int(predicted.max()), int(target.max())) + 1)
+        self.confusion = multiclass_confusion_matrix(predicted, target, num_classes=classes)
+        self.examples = target.numel()
+        self._log_image(trainer, self.confusion)
+        return float((predicted == target).float().mean())
+
+    def _log_image(self, trainer: Trainer, confusion: Tensor) -> None:
+        for logger in getattr(trainer, "loggers", []):
+            add_image = getattr(getattr(logger, "experiment", None), "add_image", None)
+            if callable(add_image):
+                add_image(f"{self.prefix}/confusion_matrix", confusion_image(confusion), trainer.global_step)
 
     def _dataloader(self, trainer: Trainer) -> Iterable[Any]:
         datamodule = trainer.datamodule

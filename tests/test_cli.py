@@ -8,7 +8,7 @@ import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from zolightning.cli import DEFAULT_CONFIG, ZOLightningCLI, with_default_config
+from zolightning.cli import DEFAULT_CONFIG, ZOLightningCLI, main, with_default_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 ZO_TAGS = ["train/loss", "train/projected_grad", "train/lr", "train/eps", "train/time_forward", "train/time_perturb_update"]
@@ -40,6 +40,10 @@ def test_fit_without_a_config_runs_the_demo_config():
     assert with_default_config(["fit", "--trainer.max_steps", "5"]) == ["fit", "--config", str(DEFAULT_CONFIG), "--trainer.max_steps", "5"]
     assert with_default_config(["fit", "--config=x.yaml"]) == ["fit", "--config=x.yaml"]
     assert with_default_config(["validate", "-c", "x.yaml"]) == ["validate", "-c", "x.yaml"]
+    # A run that names its own model or data never inherits the demo's; a dotted override still tweaks the demo.
+    assert with_default_config(["fit", "--model", "m.M", "--data", "m.D"]) == ["fit", "--model", "m.M", "--data", "m.D"]
+    assert with_default_config(["fit", "--model=m.M"]) == ["fit", "--model=m.M"]
+    assert with_default_config(["fit", "--model.init_args.zo.seed", "1"])[:3] == ["fit", "--config", str(DEFAULT_CONFIG)]
     assert DEFAULT_CONFIG.is_file()
 
 
@@ -92,3 +96,88 @@ def test_clip_and_the_eps_schedule_given_on_the_command_line_take_effect(tmp_pat
     eps = scalars(run, "train/eps")
     assert eps[0] == pytest.approx(1e-3) and all(later < earlier for earlier, later in zip(eps, eps[1:]))
     assert eps[-1] == pytest.approx(1e-3 * (1 - 0.9 * 5 / 6), rel=1e-6)
+
+
+def test_a_users_own_model_and_data_run_from_their_folder_without_the_demo_config(tmp_path, monkeypatch, capsys):
+    (tmp_path / "mine.py").write_text(
+        "import torch\n"
+        "from lightning.pytorch import LightningDataModule\n"
+        "from torch.utils.data import DataLoader, TensorDataset\n"
+        "from zolightning import ZOLightningModule\n\n"
+        "class Tiny(ZOLightningModule):\n"
+        "    def __init__(self):\n"
+        "        super().__init__()\n"
+        "        self.layer = torch.nn.Linear(4, 1)\n"
+        "    def training_step(self, batch, batch_idx):\n"
+        "        return torch.nn.functional.mse_loss(self.layer(batch[0]), batch[1])\n\n"
+        "class TinyData(LightningDataModule):\n"
+        "    def train_dataloader(self):\n"
+        "        x = torch.randn(32, 4)\n"
+        "        return DataLoader(TensorDataset(x, x.sum(1, keepdim=True)), batch_size=8)\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.path", [p for p in __import__("sys").path if p not in ("", str(tmp_path))])
+    monkeypatch.setattr("sys.argv", ["zolightning", "fit", "--model", "mine.Tiny", "--data", "mine.TinyData",
+                                     "--trainer.max_steps", "3", "--trainer.logger", "false",
+                                     "--trainer.enable_checkpointing", "false"])
+    cli = main()
+    assert type(cli.model).__name__ == "Tiny" and cli.trainer.global_step == 3
+    assert not any(type(c).__name__ == "HeldOutEvaluation" for c in cli.trainer.callbacks)  # nothing of the demo's
+
+
+def test_a_command_line_run_prints_no_warning_a_user_cannot_act_on(tmp_path, monkeypatch, capfd, recwarn):
+    monkeypatch.setattr("sys.argv", ["train.py", "fit", "--config", str(CONFIGS / "smoke.yaml"),
+                                     "--trainer.logger.init_args.save_dir", str(tmp_path)])
+    main()
+    printed = "".join(capfd.readouterr())
+    messages = [str(w.message) for w in recwarn] + [printed]
+    for noise in ("args", "will be overridden", "LeafSpec", "litlogger", "manual_backward"):
+        assert not [m for m in messages if noise in m and "Held-out" not in m], noise
+    assert "Held-out test accuracy" in printed  # the smoke run ends with its result line
+
+
+def test_fit_help_opens_with_what_zo_needs(capsys):
+    with pytest.raises(SystemExit):
+        main(["fit", "--help"])
+    first = capsys.readouterr().out.splitlines()[:20]
+    assert any("Zeroth-order" in line for line in first) and any("zo:" in line for line in first)
+
+
+def test_the_tensorboard_run_tells_the_whole_story(tmp_path):
+    cli = ZOLightningCLI(args=[
+        "fit", "--config", str(CONFIGS / "smoke.yaml"), "--trainer.logger.init_args.save_dir", str(tmp_path),
+        "--trainer.callbacks+=zolightning.callbacks.BlockRotation",
+    ])
+    run = tmp_path / "smoke" / "version_0"
+    events = EventAccumulator(str(run), size_guidance={"images": 0, "tensors": 0})
+    events.Reload()
+    held_out = next(c for c in cli.trainer.callbacks if type(c).__name__ == "HeldOutEvaluation")
+    assert events.Scalars("hp_metric")[-1].value == pytest.approx(held_out.accuracy_after)
+    assert any(tag.startswith("heldout/class_accuracy/") for tag in events.Tags()["scalars"])
+    assert "heldout/confusion_matrix" in events.Tags()["images"]
+    legend = events.Tensors("train/active_block_names/text_summary")[0].tensor_proto.string_val[0].decode()
+    assert "| 0 |" in legend and "embeddings" in legend
+    hparams = yaml.safe_load((run / "hparams.yaml").read_text())
+    assert hparams["optimizer"]["class"] == "ZOSGD" and hparams["optimizer"]["lr"] == pytest.approx(1e-3)
+    assert hparams["zo"]["lr"] is None  # no default-optimizer learning rate that the run did not use
+
+
+def test_a_run_resumed_mid_epoch_from_the_command_line_is_bitwise_the_straight_run(tmp_path, monkeypatch, recwarn):
+    import torch
+
+    monkeypatch.chdir(tmp_path)  # without a logger, each run's config.yaml lands in the working directory
+    def run(steps: int, *extra: str):
+        return ZOLightningCLI(args=[
+            "fit", "--config", str(CONFIGS / "smoke.yaml"), "--trainer.logger", "false", "--trainer.max_steps", str(steps),
+            "--trainer.limit_val_batches", "0", *extra,
+        ], save_config_kwargs={"overwrite": True})
+
+    straight = run(6).model
+    checkpoints = tmp_path / "ckpt"
+    run(3, "--trainer.enable_checkpointing", "true", "--trainer.callbacks+=lightning.pytorch.callbacks.ModelCheckpoint",
+        f"--trainer.callbacks.dirpath={checkpoints}", "--trainer.callbacks.every_n_train_steps=3",
+        "--trainer.callbacks.save_top_k=-1")
+    (checkpoint,) = checkpoints.glob("*step=3.ckpt")  # an epoch is 8 batches: step 3 is mid-epoch
+    resumed = run(6, "--ckpt_path", str(checkpoint)).model
+    assert all(torch.equal(a, b) for a, b in zip(straight.parameters(), resumed.parameters()))
+    assert not [w for w in recwarn if "not resumable" in str(w.message) or "restart" in str(w.message).lower()]

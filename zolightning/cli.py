@@ -1,24 +1,50 @@
 """The command line: ``LightningCLI`` with YAML configs, OmegaConf interpolation and the model in subclass mode.
 
-``python train.py fit --config configs/mezo.yaml`` trains; ``python train.py fit`` alone runs the default demo
-(``configs/demo.yaml``). Any ``ZOLightningModule`` subclass and any ``LightningDataModule`` can be named by
-``class_path``; the optimizer comes from the ``optimizer:`` section (e.g. ``zolightning.optim.ZOSGD``) or from the
-model's ``configure_optimizers``.
+``zolightning fit --config configs/mezo.yaml`` (or ``python train.py …``) trains; ``zolightning fit`` alone runs the
+default demo (``configs/demo.yaml``). Any ``ZOLightningModule`` subclass and any ``LightningDataModule`` can be named
+by ``class_path``, including the user's own, imported from the working directory; the optimizer comes from the
+``optimizer:`` section (e.g. ``zolightning.optim.ZOSGD``) or from the model's ``configure_optimizers``.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 import sys
+import warnings
+from argparse import RawDescriptionHelpFormatter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lightning.pytorch import LightningDataModule
+from jsonargparse import DefaultHelpFormatter
+from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
 
+from typing_extensions import override
+
+from zolightning.callbacks.zo_progress_bar import ZOProgressBar
 from zolightning.module import ZOLightningModule
 
+DESCRIPTION = """Zeroth-order (MeZO-style) training with Lightning: forward passes only, memory close to inference.
+
+  zolightning fit                                      the demo (configs/demo.yaml)
+  zolightning fit --config configs/mezo_bcd.yaml       a recipe (MeZO-BCD)
+  zolightning fit --model mine.MyZOModule --data mine.MyData   your own classes, imported from this folder
+  zolightning fit --config run.yaml --ckpt_path CKPT   resume exactly, mid-epoch included
+
+ZO settings are the model's `zo:` key (--model.init_args.zo.seed, .estimator, .num_directions, .restore,
+.accumulate_batches, .clip, .eps_schedule, .lr_scales, ...; see zolightning.ZOConfig). The optimizer owns lr and eps:
+--optimizer zolightning.optim.ZOSGD --optimizer.lr 1e-6 --optimizer.eps 1e-3. Structures are callbacks under
+--trainer.callbacks (BlockRotation, SparsityMask, LowRankRefresh, StructureCallback).
+"""
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+
+
+class _HelpFormatter(RawDescriptionHelpFormatter, DefaultHelpFormatter):
+    """jsonargparse's help, with the description's lines kept as written."""
 
 
 class ZOLightningCLI(LightningCLI):
@@ -26,7 +52,10 @@ class ZOLightningCLI(LightningCLI):
     ``config.yaml`` written next to its TensorBoard events."""
 
     def __init__(self, args: Sequence[str] | None = None, **kwargs: Any) -> None:
-        parser_kwargs = {"parser_mode": "omegaconf", **kwargs.pop("parser_kwargs", {})}
+        # `fit --help` opens with what ZO needs, not with a usage line listing every Trainer flag.
+        help_text = {"description": DESCRIPTION, "formatter_class": _HelpFormatter}
+        fit = {**help_text, "usage": "%(prog)s [-h] [-c CONFIG] [--print_config] [--<section>.<key> VALUE ...]"}
+        parser_kwargs = {"parser_mode": "omegaconf", **help_text, "fit": fit, **kwargs.pop("parser_kwargs", {})}
         super().__init__(
             ZOLightningModule,
             LightningDataModule,
@@ -38,18 +67,53 @@ class ZOLightningCLI(LightningCLI):
         )
 
 
+    @override
+    def instantiate_trainer(self, **kwargs: Any) -> Trainer:
+        """The Trainer, with a progress bar that counts steps against ``max_steps`` and shows the ZO figures, unless
+        the config turns the bar off or brings its own."""
+        config = self._get(self.config_init, "trainer", default={})
+        callbacks = list(config.get("callbacks") or [])
+        if config.get("enable_progress_bar") is not False and not any(isinstance(c, ProgressBar) for c in callbacks):
+            kwargs.setdefault("callbacks", [*callbacks, ZOProgressBar()])
+        return super().instantiate_trainer(**kwargs)
+
+
 def with_default_config(args: Sequence[str], default: Path = DEFAULT_CONFIG) -> list[str]:
-    """Nothing becomes ``["fit", "--config", default]``; ``fit`` without a ``--config`` gets ``default`` first, so that
-    ``fit --trainer.max_steps 100`` overrides the demo; anything else is left as given."""
+    """Nothing becomes ``["fit", "--config", default]``; ``fit`` with no ``--config``, ``--model`` or ``--data`` gets
+    ``default`` first, so that ``fit --trainer.max_steps 100`` overrides the demo. A run that names its own model or
+    data never inherits the demo's; anything else is left as given."""
     args = list(args)
     if not args:
         return ["fit", "--config", str(default)]
-    has_config = any(arg in ("--config", "-c") or arg.startswith("--config=") for arg in args)
-    if args[0] == "fit" and not has_config:
+    own = ("--config", "-c", "--model", "--data")  # a whole config, model or data of the user's own
+    if args[0] == "fit" and not any(arg.split("=")[0] in own for arg in args[1:]):
         return ["fit", "--config", str(default), *args[1:]]
     return args
 
 
+class _DropTips(logging.Filter):
+    """Lightning's advertisement for another product's logger, which nothing in a ZO run can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in record.getMessage()
+
+
+def quiet_upstream_noise() -> None:
+    """Silence upstream messages a user cannot act on, for command-line runs only (the library filters nothing)."""
+    # Lightning's own use of a torch API that torch deprecated.
+    warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
+    # In subclass mode the CLI's `optimizer:` section replacing the module's default optimizer is the intent.
+    warnings.filterwarnings("ignore", message=r".*configure_optimizers` will be overridden")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
+
+
 def main(args: Sequence[str] | None = None) -> ZOLightningCLI:
-    """Entry point of ``train.py``."""
-    return ZOLightningCLI(args=with_default_config(sys.argv[1:] if args is None else args))
+    """Entry point of ``zolightning`` and ``train.py``. Modules in the working directory can be named by class path."""
+    quiet_upstream_noise()
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    if args is not None:
+        return ZOLightningCLI(args=with_default_config(args))
+    # Read from the command line (not passed as `args`, which LightningCLI warns about beside a command line).
+    sys.argv = [sys.argv[0], *with_default_config(sys.argv[1:])]
+    return ZOLightningCLI()

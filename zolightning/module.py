@@ -166,6 +166,13 @@ class ZOLightningModule(StepLogging, LightningModule):
                     )
             engine.bind(GradientUpdate(optimizer, eps=1e-3 if config.eps is None else config.eps))
         engine.names = {id(p): name for name, p in self.named_parameters()}
+        # The settings the run really used go to the loggers' hparams (the optimizer's own, not `zo:`'s defaults).
+        group = {k: v for k, v in optimizer.param_groups[0].items() if isinstance(v, (int, float, str, bool, tuple))}
+        if isinstance(engine.rule, GradientUpdate):
+            group["zo_eps"] = engine.rule.eps
+        # Logged, not saved as a hyperparameter: a checkpoint's hyperparameters are the module's init arguments.
+        for logger in self.loggers:
+            logger.log_hyperparams({"optimizer": {"class": type(optimizer).__name__, **group}})
         trainer = self.trainer
         total = trainer.max_steps
         if total is None or total < 0:

@@ -163,3 +163,31 @@ def test_missing_loaders_are_reported():
 def test_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         HeldOutEvaluation(**kwargs)
+
+
+def test_per_class_accuracy_and_hp_metric_are_logged_with_the_final_accuracy():
+    callback = HeldOutEvaluation()
+    trainer, logger = fit(Classifier(), callback, steps=20)
+    logged = {name: value for metrics, _ in logger.calls for name, value in metrics.items()}
+    assert logged["hp_metric"] == pytest.approx(callback.accuracy_after)
+    per_class = [logged[f"heldout/class_accuracy/{c}"] for c in range(3)]
+    counts = callback.confusion
+    assert counts.shape == (3, 3) and int(counts.sum()) == 96
+    # The blobs are balanced (32 per class): the mean of the per-class accuracies is the accuracy.
+    assert sum(per_class) / 3 == pytest.approx(callback.accuracy_after)
+
+
+class Interrupted(Classifier):
+    def training_step(self, batch, batch_idx):
+        if self.trainer.global_step == 3:
+            raise KeyboardInterrupt
+        return super().training_step(batch, batch_idx)
+
+
+def test_a_run_stopped_with_ctrl_c_still_reports_where_it_got_to(capsys):
+    callback = HeldOutEvaluation()
+    with pytest.raises(SystemExit):  # Lightning's graceful shutdown after Ctrl-C
+        fit(Interrupted(), callback)
+    out = capsys.readouterr().out
+    assert callback.accuracy_after is not None
+    assert "Held-out test accuracy (96 examples)" in out and "after 3 steps (interrupted)" in out

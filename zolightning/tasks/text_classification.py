@@ -9,7 +9,7 @@ Example (all offline)::
 
     data = TextClassificationDataModule("bbc_news", max_length=32, batch_size=32, val_size=200)
     model = SequenceClassificationTask(num_classes=5, trainable="head", zo=ZOConfig(lr=0.1, eps=1e-3))
-    Trainer(max_steps=2000, callbacks=[HeldOutEvaluation()]).fit(model, data)   # ~28% -> ~87%, ~4 min on 2 cores
+    Trainer(max_steps=2000, callbacks=[HeldOutEvaluation()]).fit(model, data)   # README: "Measured runs of the demo"
 
 (the settings of ``configs/demo.yaml``).
 """
@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
+from torchdata.stateful_dataloader import StatefulDataLoader
 from transformers import AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 from typing_extensions import override
 
@@ -193,13 +194,15 @@ class TextClassificationDataModule(LightningDataModule):
             )
         self.splits = splits
 
-    def _loader(self, split: str, batch_size: int, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str, batch_size: int, shuffle: bool) -> StatefulDataLoader:
+        """A loader that saves its position, so that a run resumed from a mid-epoch checkpoint continues with exactly
+        the batches it would have seen (Lightning saves and restores a loader's ``state_dict`` when it has one)."""
         self._splits()
         dataset = self.datasets[split]
         if len(dataset) == 0:
             raise ValueError(f"The {split} split is empty; give it a size (e.g. `{split}_size`).")
         assert self.tokenizer is not None
-        return DataLoader(
+        return StatefulDataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
