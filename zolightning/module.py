@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Mapping
+from contextlib import ExitStack
 from dataclasses import asdict
 from typing import Any
 
@@ -30,7 +30,7 @@ from zolightning.optim.optimizer import ZOOptimizer
 from zolightning.optim.sgd import ZOSGD
 from zolightning.structures.base import PerturbationStructure
 from zolightning.step_logging import StepLogging
-from zolightning.training_step import extract_loss, zo_training_step
+from zolightning.training_step import evaluation_mode, extract_loss, zo_training_step
 from zolightning.trainer_checks import check_trainer_for_zo, step_schedulers
 
 # Lightning advises manual-optimization users to snapshot weights before `optimizer.step()` for ModelCheckpoint; a ZO
@@ -228,7 +228,7 @@ class ZOLightningModule(StepLogging, LightningModule):
         updates = self._zo_micro_batches + 1 >= self.zo_config.accumulate_batches or bool(trainer.is_last_batch)
         self._zo_log_buffer = []
         try:
-            with self._evaluation_mode():
+            with evaluation_mode(self, self.zo_config.eval_mode):
                 if not updates:
                     engine.step(evaluate, step=step, update=False)
                 elif isinstance(optimizer, ZOOptimizer):
@@ -250,20 +250,6 @@ class ZOLightningModule(StepLogging, LightningModule):
         self._replay_logs(logged)
         output = last_output[0]
         return {**output, "loss": result.loss} if isinstance(output, Mapping) else result.loss
-
-    @contextmanager
-    def _evaluation_mode(self) -> Iterator[None]:
-        """Eval mode for the step when ``zo.eval_mode``; every submodule's own flag is restored afterwards."""
-        if not self.zo_config.eval_mode:
-            yield
-            return
-        flags = [(module, module.training) for module in self.modules()]
-        self.eval()
-        try:
-            yield
-        finally:
-            for module, training in flags:
-                module.training = training
 
     @override
     def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:

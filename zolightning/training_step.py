@@ -1,9 +1,11 @@
-"""How a user's ``training_step`` becomes the objective of a ZO step: the wrapper, and the loss it returns."""
+"""How a user's ``training_step`` becomes the objective of a ZO step: the wrapper, the loss it returns, and the eval
+mode its forwards run in."""
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -39,3 +41,19 @@ def zo_training_step(original: Callable[..., Any]) -> Callable[..., Any]:
 
     training_step._zo_wrapped = True  # type: ignore[attr-defined]
     return training_step
+
+
+@contextmanager
+def evaluation_mode(module: torch.nn.Module, enabled: bool) -> Iterator[None]:
+    """Eval mode for the step's forwards when ``enabled`` (``zo.eval_mode``: dropout off, BatchNorm statistics
+    untouched, as in MeZO); every submodule's own train/eval flag is restored afterwards."""
+    if not enabled:
+        yield
+        return
+    flags = [(child, child.training) for child in module.modules()]
+    module.eval()
+    try:
+        yield
+    finally:
+        for child, training in flags:
+            child.training = training
