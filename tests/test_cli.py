@@ -131,7 +131,7 @@ def test_a_command_line_run_prints_no_warning_a_user_cannot_act_on(tmp_path, mon
     main()
     printed = "".join(capfd.readouterr())
     messages = [str(w.message) for w in recwarn] + [printed]
-    for noise in ("args", "will be overridden", "LeafSpec", "litlogger", "manual_backward"):
+    for noise in ("args", "will be overridden", "LeafSpec", "litlogger", "manual_backward", "set_vital"):
         assert not [m for m in messages if noise in m and "Held-out" not in m], noise
     assert "Held-out test accuracy" in printed  # the smoke run ends with its result line
 

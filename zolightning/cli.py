@@ -104,6 +104,8 @@ def quiet_upstream_noise() -> None:
     warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\)")
     # In subclass mode the CLI's `optimizer:` section replacing the module's default optimizer is the intent.
     warnings.filterwarnings("ignore", message=r".*configure_optimizers` will be overridden")
+    # torchdata's StatefulDataLoader calling a torch API that torch deprecated.
+    warnings.filterwarnings("ignore", message=r"'set_vital' is deprecated")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
 
 
