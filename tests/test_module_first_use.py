@@ -42,7 +42,7 @@ class ExistingModel(LightningModule):
 
 
 class MyZO(ZOLightningModule, ExistingModel):
-    pass
+    """The pattern of the issue: ZO first in the bases, the user's existing model after it, nothing else."""
 
 
 def test_the_users_own_configure_optimizers_wins_over_the_default():
