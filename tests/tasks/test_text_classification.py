@@ -10,7 +10,6 @@ from transformers import BertConfig
 from tests.conftest import trainer_kwargs
 from zolightning import ZOConfig
 from zolightning.tasks import SequenceClassificationTask, TextClassificationDataModule
-from zolightning.tasks.text_classification import mean_pool
 
 TINY_BERT = {
     "model_type": "bert", "hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
@@ -72,9 +71,6 @@ def test_datamodule_argument_errors():
         _ = TextClassificationDataModule().num_classes
 
 
-def test_mean_pool_ignores_padding():
-    hidden = torch.tensor([[[1.0, 2.0], [3.0, 4.0], [100.0, 100.0]]])
-    assert mean_pool(hidden, torch.tensor([[1, 1, 0]])).tolist() == [[2.0, 3.0]]
 
 
 @pytest.mark.parametrize(
