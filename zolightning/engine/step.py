@@ -300,16 +300,11 @@ class StepEngine:
 
     def state_dict(self) -> dict[str, Any]:
         """Counters, guards, and the state of structure rules no callback owns (for ``fabric.save`` and plain loops)."""
-        own = {
-            part: getattr(self.structure, part).state_dict()
-            for part in ("selection", "directions")
-            if self.structure.owners.get(part, getattr(self.structure, part)) is getattr(self.structure, part)
-        }
         return {
             "steps": self.steps,
             "nonfinite": self.nonfinite.state_dict(),
             "divergence": self.divergence.state_dict(),
-            "structure": own,
+            "structure": self.structure.state_dict(),
         }
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
@@ -320,5 +315,4 @@ class StepEngine:
         if self.rule is not None:
             tensors = trainable_tensors(self.rule.param_groups, self.names, eps_of=lambda group: 0.0)
             devices = {t.name: t.param.device for t in tensors}
-        for part, part_state in state.get("structure", {}).items():
-            getattr(self.structure, part).load_state_dict(part_state, devices)
+        self.structure.load_state_dict(state.get("structure", {}), devices)

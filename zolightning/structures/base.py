@@ -205,12 +205,18 @@ class PerturbationStructure:
         ]
 
     def state_dict(self) -> dict[str, Any]:
-        """Both rules' state (for loops without Lightning callbacks, e.g. ``fabric.save``)."""
-        return {"selection": self.selection.state_dict(), "directions": self.directions.state_dict()}
+        """The state of the parts no outside owner keeps: rules installed directly (``fabric.save``, plain loops)
+        and the defaults. A part installed by a callback is saved by that callback, not twice."""
+        return {
+            part: getattr(self, part).state_dict()
+            for part in ("selection", "directions")
+            if self.owners.get(part, getattr(self, part)) is getattr(self, part)
+        }
 
     def load_state_dict(self, state: Mapping[str, Any], device_of: Mapping[str, torch.device] | None = None) -> None:
-        self.selection.load_state_dict(state.get("selection", {}), device_of)
-        self.directions.load_state_dict(state.get("directions", {}), device_of)
+        """Load what :meth:`state_dict` saved; parts it did not save are left as they are."""
+        for part, part_state in state.items():
+            getattr(self, part).load_state_dict(part_state, device_of)
 
     def __repr__(self) -> str:
         return f"PerturbationStructure(selection={self.selection!r}, directions={self.directions!r})"
