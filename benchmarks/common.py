@@ -197,8 +197,9 @@ class Timer:
         self.samples: dict[str, list[tuple[float, float]]] = {}
         self.others: dict[str, list[float | None]] = {}
 
-    def run(self, name: str, step: Callable[[], float]) -> None:
-        """``step`` runs one step and returns its forward seconds; the total is timed here."""
+    def run(self, name: str, step: Callable[[], float], steps: int = 1) -> None:
+        """``step`` runs ``steps`` steps (default one) and returns their forward seconds; the total is timed here, and
+        the sample is the mean per step (a whole BCD cycle, say, so that every block's turn counts)."""
         if torch.cuda.is_available():
             torch.cuda.synchronize()
         with Contention() as contention:
@@ -207,7 +208,7 @@ class Timer:
             if torch.cuda.is_available():
                 torch.cuda.synchronize()
             total = time.perf_counter() - started
-        self.samples.setdefault(name, []).append((total, forward))
+        self.samples.setdefault(name, []).append((total / steps, forward / steps))
         self.others.setdefault(name, []).append(contention.others)
 
     QUIET = 0.15  # a sample is "quiet" when other processes used less than this share of the machine

@@ -8,6 +8,11 @@ affects them alike; the report gives medians and ratios. Each step is split into
     python -m benchmarks.step_time --repeats 9 --variants floor,mezo-reference,zo-dense,bcd-layer
     python -m benchmarks.step_time --model smollm2-135m --batch 8 --repeats 3
     python -m benchmarks.step_time --plot-only           # redraw the PNG from an existing JSON
+    python -m benchmarks.step_time --threads 1 --variants floor,mezo-reference,zo-dense,bcd-layer,bcd-layer-no-reuse
+
+Block variants (``bcd-*``) are timed over whole sweeps of their blocks and reported per step, so the embeddings'
+turn (which cannot reuse a prefix) counts; ``bcd-layer`` reuses the unperturbed prefix (``zo.prefix_reuse``, the
+default) and ``bcd-layer-no-reuse`` does not.
 
 Writes ``results/step_time.json`` (OPT-125m) or ``results/step_time_<model>.json``, and a PNG of the same name:
 stacked bars of forward vs perturbation+update time per variant, with the two-forward floor marked.
@@ -39,6 +44,7 @@ from benchmarks.common import (
 )
 from zolightning.config import ZOConfig
 from zolightning.engine import StepEngine
+from zolightning.functional.blocks import partition_blocks
 from zolightning.optim import ZOSGD
 from zolightning.structures import BlockSelection, LowRankDirections, SparseDirections, StructureRule
 
@@ -137,20 +143,26 @@ def main() -> None:
     params = [p for _, p in named]
     counter = {"step": 0}
 
-    def zo_step(*rules: StructureRule, distribution: str = "gaussian") -> Callable[[], float]:
-        """One variant: its own optimizer and engine (the same step the Trainer runs), with ``rules`` installed."""
+    def zo_step(
+        *rules: StructureRule, distribution: str = "gaussian", prefix_reuse: bool = True, cycle: int = 1
+    ) -> tuple[Callable[[], float], int]:
+        """One variant: its own optimizer and engine (the same step the Trainer runs), with ``rules`` installed; each
+        timed call runs ``cycle`` consecutive steps (a whole BCD sweep), reported per step."""
         optimizer = ZOSGD(named, lr=LR, eps=EPS)
-        engine = StepEngine(ZOConfig(distribution=distribution), module=model)
+        engine = StepEngine(ZOConfig(distribution=distribution, prefix_reuse=prefix_reuse), module=model)
         for rule in rules:
             engine.install(rule)
         optimizer.use_engine(engine)
 
-        def step() -> float:
-            k = counter["step"] = counter["step"] + 1
-            optimizer.step(loss_fn, step=k)
-            return engine.last.forward_seconds
+        def steps() -> float:
+            forward = 0.0
+            for _ in range(cycle):
+                k = counter["step"] = counter["step"] + 1
+                optimizer.step(loss_fn, step=k)
+                forward += engine.last.forward_seconds
+            return forward
 
-        return step
+        return steps, cycle
 
     floor = two_forwards(loss_fn)
 
@@ -165,27 +177,31 @@ def main() -> None:
         adam.zero_grad(set_to_none=True)
         return forward
 
-    variants: dict[str, Callable[[], float]] = {
-        "floor (2 forwards)": floor,
-        "mezo-reference": lambda: mezo_reference_step(params, loss_fn, seed=counter["step"]),
+    layers = len(partition_blocks(model, "layer"))
+    sublayers = len(partition_blocks(model, "sublayer"))
+    variants: dict[str, tuple[Callable[[], float], int]] = {
+        "floor (2 forwards)": (floor, 1),
+        "mezo-reference": (lambda: mezo_reference_step(params, loss_fn, seed=counter["step"]), 1),
         "zo-dense": zo_step(),
         "zo-dense-rademacher": zo_step(distribution="rademacher"),
-        "bcd-layer": zo_step(BlockSelection("layer")),
-        "bcd-sublayer": zo_step(BlockSelection("sublayer")),
+        # Block variants are timed over whole sweeps (every block's turn, the embeddings' included), per step.
+        "bcd-layer": zo_step(BlockSelection("layer"), cycle=layers),
+        "bcd-layer-no-reuse": zo_step(BlockSelection("layer"), prefix_reuse=False, cycle=layers),
+        "bcd-sublayer": zo_step(BlockSelection("sublayer"), cycle=sublayers),
         "sparse-random-0.75": zo_step(SparseDirections(0.75, "random", refresh_interval=100)),
         "lozo-r2": zo_step(LowRankDirections(2, 50, "lozo")),
         "subzero-r24": zo_step(LowRankDirections(24, 1000, "subzero")),
-        "backprop-adam": backprop,
+        "backprop-adam": (backprop, 1),
     }
     if args.variants != "all":
         wanted = args.variants.split(",")
         variants = {name: fn for name, fn in variants.items() if name.split(" ")[0] in wanted}
     timer = Timer()
-    for name, fn in variants.items():  # warm-up: allocator, thread pools, Adam state
+    for name, (fn, _) in variants.items():  # warm-up: allocator, thread pools, Adam state
         fn()
     for repeat in range(args.repeats):
-        for name, fn in variants.items():
-            timer.run(name, fn)
+        for name, (fn, steps) in variants.items():
+            timer.run(name, fn, steps)
         print(f"repeat {repeat + 1}/{args.repeats} done", flush=True)
     summary = timer.summary(FLOOR, "mezo-reference" if "mezo-reference" in variants else None)
     payload = {"model": MODELS[args.model][1], "dtype": "fp32", "batch": args.batch, "length": args.length,

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from jsonargparse import DefaultHelpFormatter
+from jsonargparse import DefaultHelpFormatter, set_parsing_settings
 from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
@@ -55,7 +55,11 @@ class ZOLightningCLI(LightningCLI):
         # `fit --help` opens with what ZO needs, not with a usage line listing every Trainer flag.
         help_text = {"description": DESCRIPTION, "formatter_class": _HelpFormatter}
         fit = {**help_text, "usage": "%(prog)s [-h] [-c CONFIG] [--print_config] [--<section>.<key> VALUE ...]"}
-        parser_kwargs = {"parser_mode": "omegaconf", **help_text, "fit": fit, **kwargs.pop("parser_kwargs", {})}
+        # `omegaconf+` resolves `${...}` after every argument is parsed, so `--seed_everything 3` on the command line
+        # reaches every `${seed_everything}` of the config (plain `omegaconf` resolves each file as it loads, with the
+        # file's own value). Relative paths keep the configs' `${seed_everything}` meaning the top-level key.
+        set_parsing_settings(omegaconf_absolute_to_relative_paths=True)
+        parser_kwargs = {"parser_mode": "omegaconf+", **help_text, "fit": fit, **kwargs.pop("parser_kwargs", {})}
         super().__init__(
             ZOLightningModule,
             LightningDataModule,
@@ -119,3 +123,7 @@ def main(args: Sequence[str] | None = None) -> ZOLightningCLI:
     # Read from the command line (not passed as `args`, which LightningCLI warns about beside a command line).
     sys.argv = [sys.argv[0], *with_default_config(sys.argv[1:])]
     return ZOLightningCLI()
+
+
+if __name__ == "__main__":
+    main()

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Literal
 
 from zolightning.estimators.registry import check_estimator_name
 from zolightning.functional.checks import check_choice, check_int_at_least, check_non_negative, check_scales
 from zolightning.functional.eps_schedule import EpsSchedule, check_eps_schedule
 from zolightning.functional.estimate import RestoreMode
 from zolightning.functional.noise import Distribution, check_distribution
+
+GradientSource = Literal["zeroth_order", "backprop"]
+"""Where a step's update comes from: two-point ZO estimates (the engine) or backpropagation (the baseline)."""
 
 
 @dataclass
@@ -58,6 +61,14 @@ class ZOConfig:
         divergence_factor: stop with an error naming the learning rate when the loss stays more than this many times
             its starting scale above its best value for 3 updates in a row: the signature of a backprop learning rate
             used for ZO (default 100; ``None`` turns the check off).
+        gradient: ``zeroth_order`` (default): every step is a ZO step of the engine. ``backprop``: the same module
+            trains by backpropagation with its (plain ``torch.optim``) optimizer instead, one ``backward`` per step
+            (``accumulate_batches`` micro-batches per update), for a first-order baseline in the same task, one
+            switch away. Structures, ε and the ZO estimator settings do not apply then.
+        prefix_reuse: when a step's active tensors all run after some layers of a layer stack (one block of
+            MeZO-BCD, say), compute those layers once per step instead of at every evaluation (default True). Exact:
+            the skipped layers' output is bitwise what they would compute; where that cannot be checked, the step runs
+            in full and ``train/prefix_reuse`` reads 0 (:mod:`zolightning.engine.prefix_reuse`).
     """
 
     seed: int = 0
@@ -77,6 +88,8 @@ class ZOConfig:
     eps_final_ratio: float = 0.1
     lr_scales: dict[str, float] = field(default_factory=dict)
     divergence_factor: float | None = 100.0
+    gradient: GradientSource = "zeroth_order"
+    prefix_reuse: bool = True
 
     def __post_init__(self) -> None:
         if self.eps is not None and not self.eps > 0:
@@ -90,6 +103,7 @@ class ZOConfig:
             check_non_negative(self.weight_decay, "weight_decay")
         check_distribution(self.distribution)
         check_choice(self.restore, RestoreMode, "restore")
+        check_choice(self.gradient, GradientSource, "gradient")
         check_int_at_least(self.num_directions, 1, "num_directions")
         check_estimator_name(self.estimator)
         check_int_at_least(self.accumulate_batches, 1, "accumulate_batches")

@@ -147,6 +147,12 @@ class ZOLightningModule(StepLogging, LightningModule):
             return
         config, engine = self.zo_config, self.zo_engine
         default = optimizer is self._zo_default_optimizer
+        if config.gradient == "backprop" and isinstance(optimizer, ZOOptimizer):
+            raise ValueError(
+                f"`zo.gradient: backprop` trains with a first-order optimizer, but the optimizer is "
+                f"{type(optimizer).__name__}, a ZO one. Configure a torch.optim optimizer (e.g. `optimizer: "
+                "torch.optim.Adam` with `lr: 1e-5` in YAML), or set `zo.gradient: zeroth_order`."
+            )
         if isinstance(optimizer, ZOOptimizer):
             owned = {"lr": config.lr, "weight_decay": config.weight_decay} if not default else {}
             owned["eps"] = None if default else config.eps
@@ -204,6 +210,8 @@ class ZOLightningModule(StepLogging, LightningModule):
         Returns what Lightning expects from ``training_step``: the loss at θ, or the user's dict with ``"loss"``
         replaced by it.
         """
+        if self.zo_config.gradient == "backprop":
+            return self._backprop_step(loss_fn, batch)
         started = time.perf_counter()
         self._check_trainer()
         wrapped = self.zo_optimizer()
@@ -250,6 +258,26 @@ class ZOLightningModule(StepLogging, LightningModule):
         self._replay_logs(logged)
         output = last_output[0]
         return {**output, "loss": result.loss} if isinstance(output, Mapping) else result.loss
+
+    def _backprop_step(self, loss_fn: Callable[[], Any], batch: Any) -> Any:
+        """The first-order baseline (``zo.gradient: backprop``): backward through ``loss_fn``, then the optimizer
+        steps every ``zo.accumulate_batches`` micro-batches (and at the end of an epoch)."""
+        self._check_trainer()
+        wrapped = self.zo_optimizer()
+        trainer = self.trainer
+        accumulate = self.zo_config.accumulate_batches
+        with evaluation_mode(self, self.zo_config.eval_mode):
+            output = loss_fn()
+            loss = extract_loss(output)
+            self.manual_backward(loss / accumulate)
+        self._zo_micro_batches += 1
+        if self._zo_micro_batches >= accumulate or bool(trainer.is_last_batch):
+            wrapped.step()
+            wrapped.zero_grad(set_to_none=True)
+            self._zo_micro_batches = 0
+            step_schedulers(trainer, "step")
+        self.log("train/loss", loss.detach(), prog_bar=True, batch_size=self._batch_size(batch))
+        return output
 
     @override
     def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:

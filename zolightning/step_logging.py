@@ -36,6 +36,9 @@ class StepLogging(LightningModule):
             "train/steps_per_sec": 1.0 / total if total > 0 else 0.0,
             "train/nonfinite_steps": float(self.zo_engine.nonfinite.total),  # type: ignore[attr-defined]
         }
+        if result.prefix is not None:
+            metrics["train/prefix_reuse"] = 1.0 if result.prefix.reused_evaluations else 0.0
+            metrics["train/prefix_layers_skipped"] = float(result.prefix.skipped_layers)
         if self._zo_update_samples:
             metrics["train/samples_per_sec"] = self._zo_update_samples / total if total > 0 else 0.0
         for name, value in metrics.items():

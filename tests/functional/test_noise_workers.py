@@ -2,12 +2,13 @@ import pytest
 import torch
 
 from zolightning.functional.noise import NOISE_CHUNK, fill_noise_, mix_seed
-from zolightning.functional.noise_workers import noise_workers, set_noise_workers
+import zolightning.functional.noise_workers as _noise_workers_module
+from zolightning.functional.noise_workers import default_noise_workers, noise_workers, set_noise_workers
 
 
 @pytest.fixture
 def restore_workers():
-    before = noise_workers()
+    before = _noise_workers_module._workers
     yield
     set_noise_workers(before)
 
@@ -33,3 +34,14 @@ def test_a_large_tensor_is_drawn_chunk_by_chunk_from_independent_streams():
 def test_a_bad_worker_count_is_refused_by_name():
     with pytest.raises(ValueError, match="`workers`"):
         set_noise_workers(0)
+
+
+def test_default_workers_are_the_cores_torch_leaves_free(restore_workers):
+    assert default_noise_workers(cores=2, torch_threads=2) == 1  # torch on every core: noise on the calling thread
+    assert default_noise_workers(cores=2, torch_threads=1) == 2
+    assert default_noise_workers(cores=16, torch_threads=4) == 8  # capped
+    assert default_noise_workers(cores=4, torch_threads=8) == 1
+    set_noise_workers(None)
+    assert noise_workers() == default_noise_workers()
+    set_noise_workers(3)
+    assert noise_workers() == 3

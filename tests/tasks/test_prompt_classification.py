@@ -11,7 +11,7 @@ from zolightning import ZOConfig
 from zolightning.callbacks import HeldOutEvaluation
 from zolightning.tasks import PromptClassificationTask, TextClassificationDataModule
 from zolightning.tasks.prompt_classification import label_word_ids
-from zolightning.tasks.text_classification import load_tokenizer
+from zolightning.tasks.encoders import load_tokenizer
 from zolightning.tasks.resources import minilm_dir
 
 TINY_LLAMA = {
@@ -110,3 +110,25 @@ def test_zo_fit_with_held_out_evaluation(prompt_data):
     for name, p in task.named_parameters():
         if name in frozen:
             assert torch.equal(p, frozen[name]), name
+
+
+def test_error_rate_objective_is_the_fraction_of_wrong_argmax(prompt_data):
+    task = tiny_task(objective="error_rate").eval()
+    batch = next(iter(prompt_data.train_dataloader()))
+    with torch.no_grad():
+        wrong = (task.logits(batch).argmax(dim=-1) != batch["labels"]).float().mean()
+        assert torch.equal(task.training_step(batch, 0), wrong)
+    with pytest.raises(ValueError, match="objective"):
+        tiny_task(objective="accuracy")
+
+
+def test_zo_trains_on_the_non_differentiable_objective(prompt_data):
+    task = tiny_task(objective="error_rate", trainable="all", zo=ZOConfig(lr=1e-1, eps=1e-1))
+    before = {name: p.detach().clone() for name, p in task.named_parameters()}
+    trainer = Trainer(max_steps=3, limit_val_batches=0, **trainer_kwargs())
+    trainer.fit(task, prompt_data)
+    loss = float(trainer.callback_metrics["train/loss"])
+    # Error rates of 8-example batches (averaged over the step's two evaluations) are multiples of 1/16.
+    assert 0.0 <= loss <= 1.0 and abs(loss * 16 - round(loss * 16)) < 1e-6
+    moved = [name for name, p in task.named_parameters() if not torch.equal(p, before[name])]
+    assert all(task.get_parameter(name).requires_grad for name in moved)

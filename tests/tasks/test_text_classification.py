@@ -137,7 +137,7 @@ def test_zo_fit_moves_only_the_trainable_parameters_and_logs_validation(data):
     assert {"val/acc", "val/loss", "train/loss"} <= set(trainer.callback_metrics)
     assert 0.0 <= float(trainer.callback_metrics["val/acc"]) <= 1.0
     results = trainer.test(task, data, verbose=False)
-    assert set(results[0]) == {"test/acc", "test/loss"}
+    assert set(results[0]) == {"test/acc", "test/loss", "test/macro_f1", "test/balanced_acc"}
 
 
 def test_class_count_mismatch_is_reported_at_setup(data):

@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from zolightning.config import ZOConfig
 from zolightning.engine.guards import DivergenceGuard, NonFiniteGuard
+from zolightning.engine.prefix_reuse import PrefixReport, PrefixReuse
 from zolightning.estimators.base import Estimator
 from zolightning.estimators.probe import Probe, UpdateContext
 from zolightning.estimators.registry import create_estimator
@@ -77,6 +78,8 @@ class StepResult:
         projected_gradient: mean over directions of the first tensor's projected gradient, as applied (clipped).
         active_numel: parameter elements in the plan.
         forward_seconds: wall time inside the objective; ``total_seconds``: the whole step.
+        prefix: which path the evaluations took (:class:`~zolightning.engine.prefix_reuse.PrefixReport`); ``None``
+            when prefix reuse is off (``zo.prefix_reuse: false``) or the engine has no module.
     """
 
     loss: Tensor
@@ -88,6 +91,7 @@ class StepResult:
     active_numel: int
     forward_seconds: float
     total_seconds: float
+    prefix: PrefixReport | None = None
 
 
 class StepEngine:
@@ -118,6 +122,7 @@ class StepEngine:
     ) -> None:
         self.config = ZOConfig.coerce(config)
         self.module = module
+        self._prefix: PrefixReuse | None = None
         self.structure = structure if structure is not None else PerturbationStructure(distribution=self.config.distribution)
         self.estimator = (
             estimator if estimator is not None
@@ -153,7 +158,10 @@ class StepEngine:
 
     def install(self, rule: StructureRule, module: nn.Module | None = None, owner: object | None = None) -> None:
         """Install a structure rule (a selection or a direction rule), bound to ``module`` (default: the engine's),
-        ``zo.seed`` and ``zo.distribution``; ``owner`` (default the rule itself) keeps its state."""
+        ``zo.seed`` and ``zo.distribution``; ``owner`` (default the rule itself) keeps its state. An engine without a
+        module (a plain loop's optimizer) adopts ``module`` as its model, for prefix reuse."""
+        if self.module is None and module is not None:
+            self.module = module
         rule.bind(module if module is not None else self.module, self.config.seed, self.config.distribution)
         self.structure.install(rule, owner)
 
@@ -204,6 +212,9 @@ class StepEngine:
         plan = self.plan(index)
         center = rule.needs_center
         reduce = collectives.mean_over_ranks if world > 1 and not parallel else None
+        session = self._prefix_session(plan) if objective is not None else None
+        if session is not None:
+            objective = session.wrap(objective)
         probe = Probe(objective, plan, self._restore_mode(plan, parallel), reduce)
         self.running = True
         try:
@@ -212,7 +223,8 @@ class StepEngine:
                 self.accumulated.append(numbers)
                 self._accumulated_seconds += probe.forward_seconds
                 estimates = self.estimator.combine(numbers, local_seeds, center)
-                return self._finish(estimates, False, index, plan, probe.forward_seconds, started).loss
+                prefix = session.close() if session is not None else None
+                return self._finish(estimates, False, index, plan, probe.forward_seconds, started, prefix).loss
             if self.accumulated:
                 numbers = torch.stack([*self.accumulated, numbers]).mean(0)
                 self.accumulated = []
@@ -232,9 +244,10 @@ class StepEngine:
         finally:
             self.running = False
             probe.restore()
+            prefix = session.close() if session is not None else None
         self.steps = index + 1
         forward, self._accumulated_seconds = probe.forward_seconds + self._accumulated_seconds, 0.0
-        result = self._finish(estimates, finite, index, plan, forward, started)
+        result = self._finish(estimates, finite, index, plan, forward, started, prefix)
         self.nonfinite.observe(estimates)
         if finite:
             self.divergence.observe(float(result.loss), [float(g["lr"]) for g in rule.param_groups])
@@ -242,7 +255,7 @@ class StepEngine:
 
     def _finish(
         self, estimates: list[DirectionalEstimate], updated: bool, index: int, plan: PerturbationPlan, forward: float,
-        started: float,
+        started: float, prefix: PrefixReport | None = None,
     ) -> StepResult:
         eps = plan[0].eps if plan else 0.0
         self.last = StepResult(
@@ -257,8 +270,17 @@ class StepEngine:
             active_numel=sum(entry.param.numel() for entry in plan),
             forward_seconds=forward,
             total_seconds=time.perf_counter() - started,
+            prefix=prefix,
         )
         return self.last
+
+    def _prefix_session(self, plan: PerturbationPlan) -> Any:
+        """A prefix-reuse session for this step (``zo.prefix_reuse`` and a module to hook), else ``None``."""
+        if not self.config.prefix_reuse or self.module is None:
+            return None
+        if self._prefix is None or self._prefix.module is not self.module:
+            self._prefix = PrefixReuse(self.module)
+        return self._prefix.session(plan, supported=self.estimator.reuses_prefix)
 
     # ------------------------------------------------------------------------------------------------ helpers
 

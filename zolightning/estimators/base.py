@@ -35,10 +35,13 @@ class Estimator(ABC):
     Class attributes:
         kind: the kind of record :meth:`combine` fills.
         provides_center: whether L(θ) is available to optimizers that need it (HiZOO, ZO-SGD-Cons) when asked.
+        reuses_prefix: whether its evaluations are plain forwards at moved weights, so that the unperturbed prefix of
+            a layer stack can be computed once per step (:mod:`zolightning.engine.prefix_reuse`).
     """
 
     kind: ClassVar[EstimateKind]
     provides_center: ClassVar[bool] = False
+    reuses_prefix: ClassVar[bool] = True
 
     def __init__(self, directions: int = 1) -> None:
         check_int_at_least(directions, 1, "num_directions")

@@ -38,6 +38,9 @@ class ForwardGradient(Estimator):
         directions: q directions per step (default 1).
     """
 
+    # Forward-mode passes carry tangents through every layer; a kept primal activation has none to give.
+    reuses_prefix = False
+
     kind = "forward"
 
     def __init__(self, root: nn.Module, directions: int = 1) -> None:

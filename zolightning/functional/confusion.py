@@ -24,3 +24,22 @@ def confusion_image(matrix: Tensor, cell: int = CELL) -> Tensor:
     image[:, ::cell, :] = 0.75
     image[:, :, ::cell] = 0.75
     return image.clamp(0.0, 1.0)
+
+
+def confusion_scores(matrix: Tensor) -> dict[str, float]:
+    """Accuracy, macro-F1 and balanced accuracy (fractions in [0, 1]) of a (C, C) confusion matrix (rows = true
+    classes), the same definitions as torchmetrics' ``MulticlassAccuracy(average="micro")``,
+    ``MulticlassF1Score(average="macro")`` and ``MulticlassAccuracy(average="macro")``: a class with no example and no
+    prediction is left out of both macro averages, as torchmetrics does; a class predicted but absent counts 0."""
+    counts = matrix.detach().double().cpu()
+    true_positive = counts.diagonal()
+    support = counts.sum(dim=1)
+    predicted = counts.sum(dim=0)
+    recall = true_positive / support.clamp_min(1.0)
+    f1 = 2 * true_positive / (support + predicted).clamp_min(1.0)
+    present = (support + predicted) > 0
+    return {
+        "accuracy": float(true_positive.sum() / counts.sum().clamp_min(1.0)),
+        "macro_f1": float(f1[present].mean()) if bool(present.any()) else 0.0,
+        "balanced_accuracy": float(recall[present].mean()) if bool(present.any()) else 0.0,
+    }

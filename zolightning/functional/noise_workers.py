@@ -13,24 +13,51 @@ import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import torch
+
 _lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
-_workers = min(8, os.cpu_count() or 1)
+_workers: int | None = None  # None: follow `default_noise_workers()` (torch's threads may change after import)
+MAX_WORKERS = 8
+
+
+def usable_cores() -> int:
+    """Cores this process may run on (its CPU affinity where the system tells, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def default_noise_workers(cores: int | None = None, torch_threads: int | None = None) -> int:
+    """The cores torch's own threads leave free, plus the calling thread: ``cores − torch_threads + 1``, between 1
+    and :data:`MAX_WORKERS`. With torch on every core (its default) noise is drawn on the calling thread alone, so
+    the noise threads never compete with torch's spinning OpenMP threads for the same cores.
+
+    Args:
+        cores: usable cores (default :func:`usable_cores`).
+        torch_threads: torch's intra-op threads (default ``torch.get_num_threads()``).
+    """
+    cores = usable_cores() if cores is None else cores
+    torch_threads = torch.get_num_threads() if torch_threads is None else torch_threads
+    return max(1, min(MAX_WORKERS, cores - torch_threads + 1))
 
 
 def noise_workers() -> int:
-    """How many threads draw noise chunks (1: everything on the calling thread)."""
-    return _workers
+    """How many threads draw noise chunks (1: everything on the calling thread): the number set with
+    :func:`set_noise_workers`, else :func:`default_noise_workers` as torch is configured now."""
+    return _workers if _workers is not None else default_noise_workers()
 
 
-def set_noise_workers(workers: int) -> None:
-    """Set the number of noise threads (default ``min(8, cores)``; 1 draws everything on the calling thread).
+def set_noise_workers(workers: int | None) -> None:
+    """Set the number of noise threads (1 draws everything on the calling thread); ``None`` returns to the default,
+    :func:`default_noise_workers`.
 
     The noise itself does not depend on it: only how fast it is drawn.
     """
     global _pool, _workers
-    if not (isinstance(workers, int) and workers >= 1):
-        raise ValueError(f"`workers` must be an integer >= 1, got {workers!r}.")
+    if workers is not None and not (isinstance(workers, int) and workers >= 1):
+        raise ValueError(f"`workers` must be an integer >= 1 or None (the default), got {workers!r}.")
     with _lock:
         if _pool is not None:
             _pool.shutdown(wait=True)
@@ -41,9 +68,12 @@ def set_noise_workers(workers: int) -> None:
 def noise_executor() -> ThreadPoolExecutor | None:
     """The shared pool, or ``None`` when there is a single worker."""
     global _pool
-    if _workers == 1:
+    workers = noise_workers()
+    if workers == 1:
         return None
     with _lock:
-        if _pool is None:
-            _pool = ThreadPoolExecutor(max_workers=_workers, thread_name_prefix="zo-noise")
+        if _pool is None or _pool._max_workers != workers:
+            if _pool is not None:
+                _pool.shutdown(wait=True)
+            _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zo-noise")
         return _pool

