@@ -42,7 +42,8 @@ class DevSelection(Callback):
         verbose: print each dev evaluation and the final line (default ``True``).
 
     What is kept: the trainable parameters (``requires_grad``) of the best evaluation, in a file in the run's log
-    folder (``best_trainable.pt``; a temporary folder without one), so that memory stays what training needs.
+    folder (``best_trainable.pt``; a temporary folder when the run has no logger), so that memory stays what
+    training needs.
 
     Logged: ``dev/<score>`` at every evaluation; at the end ``test/<score>`` of the chosen weights, ``selected_step``
     and ``hp_metric`` (the selected test accuracy). :attr:`result` holds the final figures, which are also recorded
@@ -76,7 +77,7 @@ class DevSelection(Callback):
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.history, self.best, self.result = [], None, None
         self._forwards, self._train_seconds = 0, 0.0
-        folder = trainer.log_dir or trainer.default_root_dir
+        folder = trainer.log_dir if trainer.loggers else None
         if folder is None or not trainer.is_global_zero:
             folder = tempfile.mkdtemp(prefix="zolightning-dev-selection-")
         self._best_file = Path(folder) / "best_trainable.pt"

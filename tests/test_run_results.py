@@ -10,7 +10,7 @@ from zolightning.run_results import RESULTS_FILE_VARIABLE, read_results, record_
 def test_records_go_to_the_log_folder_and_the_drivers_file(tmp_path, monkeypatch):
     driver = tmp_path / "driver.jsonl"
     monkeypatch.setenv(RESULTS_FILE_VARIABLE, str(driver))
-    trainer = SimpleNamespace(is_global_zero=True, log_dir=str(tmp_path / "logs"))
+    trainer = SimpleNamespace(is_global_zero=True, log_dir=str(tmp_path / "logs"), loggers=[object()])
     record_result(trainer, "a", {"x": 1})
     record_result(trainer, "b", {"y": 2.5})
     record_result(trainer, "a", {"x": 3})

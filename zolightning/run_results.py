@@ -1,7 +1,8 @@
 """Where a run's final figures go, so that a driver (:mod:`zolightning.multi_seed`) can collect them.
 
 A callback that produces a final figure (the selected checkpoint's test score, the peak memory) calls
-:func:`record_result`. The record is written as one JSON line to the run's log folder (``results.jsonl``) and, when
+:func:`record_result`. The record is written as one JSON line to the run's log folder (``results.jsonl``, when the
+run has a logger) and, when
 the environment variable ``ZOLIGHTNING_RESULTS_FILE`` names a file, appended there too: that is how the multi-seed
 driver, which starts each seed as its own process, gets every seed's figures without parsing its output.
 """
@@ -28,7 +29,7 @@ def record_result(trainer: Any, source: str, values: dict[str, Any]) -> dict[str
     """Write ``{"source": source, **values}`` (global rank 0 only) and return it."""
     record = {"source": source, **values}
     if getattr(trainer, "is_global_zero", True):
-        log_dir = getattr(trainer, "log_dir", None) or getattr(trainer, "default_root_dir", None)
+        log_dir = getattr(trainer, "log_dir", None) if getattr(trainer, "loggers", [None]) else None
         if log_dir:
             _append(Path(log_dir) / "results.jsonl", record)
         target = os.environ.get(RESULTS_FILE_VARIABLE)
