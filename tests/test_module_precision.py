@@ -77,3 +77,38 @@ def test_under_bf16_true_tiny_updates_survive_only_with_stochastic_rounding_or_a
         masters = [state[p]["master"] for p in model.parameters()]
         assert all(m.dtype == torch.float32 for m in masters)
         assert not all(torch.equal(m, q.float()) for m, q in zip(masters, reference.parameters()))
+
+
+def test_bf16_true_with_default_settings_keeps_tiny_updates():
+    from zolightning.optim import ZOSGD
+
+    class Defaults(Recorder):
+        def configure_optimizers(self):
+            return ZOSGD(self.parameters(), lr=1e-7, eps=1e-2)  # low_precision left at its default
+
+    model = Defaults()
+    reference = Defaults().to(torch.bfloat16)
+    with pytest.warns(UserWarning, match="stochastic rounding by default"):
+        Trainer(max_steps=20, precision="bf16-true", **trainer_kwargs()).fit(model, regression_data())
+    assert not all(torch.equal(p, q) for p, q in zip(model.parameters(), reference.parameters()))
+
+
+def test_nearest_rounding_of_half_weights_is_warned_about_with_the_fix():
+    from zolightning.optim import ZOSGD
+
+    class Nearest(Recorder):
+        def configure_optimizers(self):
+            return ZOSGD(self.parameters(), lr=1e-7, eps=1e-2, low_precision="nearest")
+
+    with pytest.warns(UserWarning, match="low_precision='stochastic'"):
+        Trainer(max_steps=1, precision="bf16-true", **trainer_kwargs()).fit(Nearest(), regression_data())
+
+
+def test_a_plain_torch_optimizer_on_half_weights_is_warned_about_with_options_it_really_has():
+    class Plain(Recorder):
+        def configure_optimizers(self):
+            return torch.optim.AdamW(self.parameters(), lr=1e-3)
+
+    with pytest.warns(UserWarning, match="AdamW writes its updates .* no setting against that.*ZOSGD") as record:
+        Trainer(max_steps=1, precision="bf16-true", **trainer_kwargs()).fit(Plain(zo=dict(eps=1e-2)), regression_data())
+    assert not any("AdamW" in str(w.message) and "set `low_precision`" in str(w.message) for w in record)

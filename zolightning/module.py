@@ -31,7 +31,7 @@ from zolightning.optim.sgd import ZOSGD
 from zolightning.structures.base import PerturbationStructure
 from zolightning.step_logging import StepLogging
 from zolightning.training_step import evaluation_mode, extract_loss, zo_training_step
-from zolightning.trainer_checks import check_trainer_for_zo, step_schedulers
+from zolightning.trainer_checks import check_half_precision_updates, check_trainer_for_zo, step_schedulers
 
 # Lightning advises manual-optimization users to snapshot weights before `optimizer.step()` for ModelCheckpoint; a ZO
 # step has no such moment to save (the step restores its perturbations itself), so the advice does not apply.
@@ -171,6 +171,7 @@ class ZOLightningModule(StepLogging, LightningModule):
                         f"`zo.{name}` is set, but {type(optimizer).__name__} has its own: set it on the optimizer."
                     )
             engine.bind(GradientUpdate(optimizer, eps=1e-3 if config.eps is None else config.eps))
+        check_half_precision_updates(self, optimizer, isinstance(optimizer, ZOOptimizer))
         engine.names = {id(p): name for name, p in self.named_parameters()}
         # The settings the run really used go to the loggers' hparams (the optimizer's own, not `zo:`'s defaults).
         group = {k: v for k, v in optimizer.param_groups[0].items() if isinstance(v, (int, float, str, bool, tuple))}

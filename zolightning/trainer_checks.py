@@ -9,6 +9,8 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.types import LRSchedulerConfig
 from torch import nn
 
+from zolightning.functional.rounding import FULL_PRECISION
+
 # Strategies that shard parameters (FSDP, model parallel) or keep fp32 masters that overwrite in-place edits (DeepSpeed).
 SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
 
@@ -57,12 +59,34 @@ def check_trainer_for_zo(trainer: Any, module: nn.Module) -> None:
     if str(trainer.precision) in ("bf16-true", "16-true", "bf16", "16"):
         rank_zero_warn(
             f"precision={trainer.precision!r} keeps the weights themselves in half precision: the ZO step restores "
-            "them exactly from a snapshot, but with the default `low_precision='nearest'` of the ZO optimizers an "
-            "update smaller than half a unit in the last place rounds away: pass `low_precision='stochastic'` "
-            "(unbiased, no memory) or 'master' (fp32 copies of the active tensors, cheap with BlockRotation). "
-            "The projected gradient is noisier too (use a larger eps, e.g. 1e-2). Prefer 'bf16-mixed' or "
-            "'32-true' when the weights fit in fp32."
+            "them exactly from a snapshot, and the ZO optimizers write updates with stochastic rounding by default "
+            "(`low_precision='stochastic'`; 'master' keeps fp32 copies of the active tensors instead), so updates "
+            "below half a unit in the last place are not lost. The projected gradient is noisier, though (use a "
+            "larger eps, e.g. 1e-2). Prefer 'bf16-mixed' or '32-true' when the weights fit in fp32."
         )
+
+
+def check_half_precision_updates(module: Any, optimizer: Any, zo_optimizer: bool) -> None:
+    """Warn when half-precision trainable weights would silently lose small updates: a ZO optimizer group set to
+    ``low_precision='nearest'``, or a plain ``torch.optim`` optimizer (which writes updates rounded to nearest and has
+    no option against it)."""
+    half = [name for name, p in module.named_parameters() if p.requires_grad and p.dtype not in FULL_PRECISION]
+    if not half:
+        return
+    if zo_optimizer:
+        if any(group.get("low_precision") == "nearest" for group in optimizer.param_groups):
+            rank_zero_warn(
+                f"{len(half)} trainable tensor(s) are in half precision (e.g. {half[0]}) and the optimizer has "
+                "`low_precision='nearest'`: updates below half a unit in the last place round away, so small steps "
+                "do not train. Use `low_precision='stochastic'` (the default) or 'master'."
+            )
+        return
+    rank_zero_warn(
+        f"{len(half)} trainable tensor(s) are in half precision (e.g. {half[0]}) and {type(optimizer).__name__} "
+        "writes its updates into them rounded to nearest: updates below half a unit in the last place are lost, and "
+        "it has no setting against that. Use a ZO optimizer (`zolightning.optim.ZOSGD` or `ZOAdam`, which round "
+        "stochastically by default), or keep fp32 weights with `precision='bf16-mixed'`."
+    )
 
 
 def step_schedulers(trainer: Any, interval: str) -> None:

@@ -32,9 +32,10 @@ class ZOAdam(ZOOptimizer):
         inactive_state: ``keep`` (default) keeps a tensor's moments while it is inactive; ``drop`` frees them when the
             tensor leaves the step's plan, so with MeZO-BCD the moments live for the active block alone (and restart
             when the block comes back).
-        low_precision: how updates reach bf16/fp16 weights: ``nearest`` (default: plain rounding; updates below
-            half an ulp vanish), ``stochastic`` (stochastic rounding: unbiased, no memory) or ``master`` (an fp32 master
-            copy of each active tensor: +4 bytes per active element). fp32 weights ignore it.
+        low_precision: how updates reach bf16/fp16 weights: ``stochastic`` (default: stochastic rounding, unbiased,
+            no memory, so updates below half an ulp still move the weights on average), ``master`` (an fp32 master
+            copy of each active tensor: +4 bytes per active element) or ``nearest`` (plain rounding: updates below
+            half an ulp vanish). fp32 weights ignore it.
         seed: seeds the directions in a plain loop (under a ZOLightningModule, ``zo.seed`` does).
 
     Memory: two fp32 moments per element of every tensor that has been active: 8 bytes per parameter, i.e. two fp32
@@ -52,7 +53,7 @@ class ZOAdam(ZOOptimizer):
         weight_decay: float = 0.0,
         decay_1d: bool = False,
         inactive_state: InactiveState = "keep",
-        low_precision: LowPrecisionUpdate = "nearest",
+        low_precision: LowPrecisionUpdate = "stochastic",
         seed: int | None = None,
     ) -> None:
         beta1, beta2 = betas

@@ -28,9 +28,10 @@ class HiZOO(ZOOptimizer):
         weight_decay: λ, as in ZO-SGD (default 0; not applied to 1-D tensors).
         hessian_smoothing: α, the weight of each step's curvature in D (default 1e-8). The curvature term grows with
             the number d of perturbed coordinates; keep α·d well below 1.
-        low_precision: how updates reach bf16/fp16 weights: ``nearest`` (default: plain rounding; updates below
-            half an ulp vanish), ``stochastic`` (stochastic rounding: unbiased, no memory) or ``master`` (an fp32 master
-            copy of each active tensor: +4 bytes per active element). fp32 weights ignore it.
+        low_precision: how updates reach bf16/fp16 weights: ``stochastic`` (default: stochastic rounding, unbiased,
+            no memory, so updates below half an ulp still move the weights on average), ``master`` (an fp32 master
+            copy of each active tensor: +4 bytes per active element) or ``nearest`` (plain rounding: updates below
+            half an ulp vanish). fp32 weights ignore it.
         seed: seeds the directions in a plain loop (under a ZOLightningModule, ``zo.seed`` does).
 
     Costs 3 forwards a step and one fp32 D per element of every tensor that has been active (4 bytes per parameter:
@@ -51,7 +52,7 @@ class HiZOO(ZOOptimizer):
         eps: float = 1e-3,
         weight_decay: float = 0.0,
         hessian_smoothing: float = 1e-8,
-        low_precision: LowPrecisionUpdate = "nearest",
+        low_precision: LowPrecisionUpdate = "stochastic",
         seed: int | None = None,
     ) -> None:
         if not 0.0 < hessian_smoothing < 1.0:

@@ -52,7 +52,7 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
     supports_many_directions: bool = True
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
-        check_low_precision_update(defaults.setdefault("low_precision", "nearest"))
+        check_low_precision_update(defaults.setdefault("low_precision", "stochastic"))
         check_non_negative(defaults["lr"], "lr")
         check_positive(defaults["eps"], "eps", "It is the perturbation scale ε; MeZO uses 1e-3 for full fine-tuning.")
         check_non_negative(defaults.get("weight_decay", 0.0), "weight_decay")
@@ -192,7 +192,7 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
         tensor is in the step's plan and freed when it leaves (with MeZO-BCD: the active block alone).
         """
         param = entry.param
-        mode = group.get("low_precision", "nearest")
+        mode = group.get("low_precision", "stochastic")
         if param.dtype in FULL_PRECISION or mode == "nearest":
             yield param
             return

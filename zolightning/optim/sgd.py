@@ -29,9 +29,10 @@ class ZOSGD(ZOOptimizer):
         momentum: μ ∈ [0, 1). 0 (default) keeps no state at all. μ > 0 keeps one fp32 buffer per tensor that has
             been updated: +4 bytes per such parameter, i.e. a full fp32 copy of the trainable weights for a dense plan.
         decay_1d: also decay 1-D tensors (default ``False``).
-        low_precision: how updates reach bf16/fp16 weights: ``nearest`` (default: plain rounding; updates below
-            half an ulp vanish), ``stochastic`` (stochastic rounding: unbiased, no memory) or ``master`` (an fp32 master
-            copy of each active tensor: +4 bytes per active element). fp32 weights ignore it.
+        low_precision: how updates reach bf16/fp16 weights: ``stochastic`` (default: stochastic rounding, unbiased,
+            no memory, so updates below half an ulp still move the weights on average), ``master`` (an fp32 master
+            copy of each active tensor: +4 bytes per active element) or ``nearest`` (plain rounding: updates below
+            half an ulp vanish). fp32 weights ignore it.
         seed: seeds the directions in a plain loop (under a ZOLightningModule, ``zo.seed`` does).
 
     Memory: nothing beyond the noise of the largest tensor while it is being applied, unless ``momentum > 0``.
@@ -45,7 +46,7 @@ class ZOSGD(ZOOptimizer):
         weight_decay: float = 0.0,
         momentum: float = 0.0,
         decay_1d: bool = False,
-        low_precision: LowPrecisionUpdate = "nearest",
+        low_precision: LowPrecisionUpdate = "stochastic",
         seed: int | None = None,
     ) -> None:
         if not 0.0 <= momentum < 1.0:

@@ -34,7 +34,7 @@ class ZOSGDSign(ZOSGD):
         momentum: float = 0.0,
         decay_1d: bool = False,
         elementwise: bool = False,
-        low_precision: LowPrecisionUpdate = "nearest",
+        low_precision: LowPrecisionUpdate = "stochastic",
         seed: int | None = None,
     ) -> None:
         super().__init__(
