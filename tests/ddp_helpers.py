@@ -33,16 +33,23 @@ class Regressor(ZOLightningModule):
         optimizer: ``None`` (the module's default ZOSGD), ``"sgd"`` (torch SGD with momentum) or ``"adam"`` (the plain
             ``torch.optim`` path, fed by writing g·z into ``.grad``), or a name from ``zolightning.optim.OPTIMIZERS``.
         nan_at: ``(rank, step)``: that rank alone returns a NaN loss at that global step.
+        stacked: a repeated stack of three layers between input and output (where prefix reuse applies).
         **zo: ZO options on top of ``seed=3`` (and ``lr=0.004`` for the default optimizer).
     """
 
-    def __init__(self, optimizer: str | None = None, nan_at: tuple[int, int] | None = None, **zo: Any) -> None:
+    def __init__(
+        self, optimizer: str | None = None, nan_at: tuple[int, int] | None = None, stacked: bool = False, **zo: Any
+    ) -> None:
         # zo.lr is the default optimizer's; any other optimizer has its own.
         super().__init__(zo=dict(seed=3, **({"lr": 0.004} if optimizer is None else {}), **zo))
         self.optimizer_name = optimizer
         self.nan_at = nan_at
         torch.manual_seed(0)
-        self.net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
+        if stacked:
+            layers = (torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.Tanh()) for _ in range(3))
+            self.net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Sequential(*layers), torch.nn.Linear(16, 1))
+        else:
+            self.net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 1))
 
     def configure_optimizers(self) -> Any:
         if self.optimizer_name is None:
@@ -90,6 +97,7 @@ class Record(Callback):
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self.moved: list[float] = []
+        self.prefix_reused: list[int] = []
         self.collectives: list[list[tuple[str, int]]] = []
         self._before: torch.Tensor | None = None
         self._originals: dict[str, Callable[..., Any]] = {}
@@ -116,11 +124,14 @@ class Record(Callback):
             setattr(torch.distributed, name, original)
         self._originals = {}
         self.moved.append(float((flat_weights(pl_module) - self._before).abs().max()))
+        last = pl_module.zo_engine.last
+        self.prefix_reused.append(last.prefix.reused_evaluations if last is not None and last.prefix else 0)
 
     def on_train_end(self, trainer, pl_module):
         record = {
             "weights": flat_weights(pl_module),
             "moved": self.moved,
+            "prefix_reused": self.prefix_reused,
             "collectives": self.collectives,
             "nonfinite_steps": pl_module.zo_nonfinite_steps,
             "global_step": trainer.global_step,
@@ -156,12 +167,13 @@ STRUCTURES: dict[str, Callable[[], list[Callback]]] = {
     "subzero": lambda: [LowRankRefresh(rank=2, refresh_interval=3, mode="subzero")],
     "bcd+sparse": lambda: [BlockRotation(granularity="parameter"), SparsityMask(sparsity=0.5, criterion="random")],
     "lezo": lambda: [StructureCallback(LayerSubset(active_layers=2, granularity="parameter"))],
+    "bcd-layer": lambda: [BlockRotation(granularity="layer", order="cyclic")],
 }
 
 
 def fit(folder: Path, devices: int, batch_size: int, structure: str = "dense", strategy: Any = None,
         shard: bool = True, optimizer: str | None = None, nan_at: tuple[int, int] | None = None, read: bool = True,
-        **zo: Any) -> list[dict[str, Any]]:
+        stacked: bool = False, **zo: Any) -> list[dict[str, Any]]:
     """Train ``Regressor`` for ``MAX_STEPS`` steps and return every rank's record (read from ``folder``; with
     ``read=False``, as under ``strategy="ddp"`` where another rank may still be writing, nothing is read)."""
     folder = Path(folder)
@@ -172,7 +184,8 @@ def fit(folder: Path, devices: int, batch_size: int, structure: str = "dense", s
         max_steps=MAX_STEPS, strategy=strategy, use_distributed_sampler=False,
         callbacks=[*STRUCTURES[structure](), Record(folder)], **trainer_kwargs(devices=devices),
     )
-    trainer.fit(Regressor(optimizer=optimizer, nan_at=nan_at, **zo), datamodule=Interleaved(batch_size, shard))
+    trainer.fit(Regressor(optimizer=optimizer, nan_at=nan_at, stacked=stacked, **zo),
+                datamodule=Interleaved(batch_size, shard))
     if not read:
         return []
     return [torch.load(folder / f"rank{r}.pt") for r in range(devices)]

@@ -133,3 +133,14 @@ def test_a_non_finite_loss_on_one_rank_makes_every_rank_skip_that_step_and_train
         assert len(record["collectives"][NAN_STEP]) > 0  # the NaN step still communicated, on both ranks
     assert rank0["moved"] == rank1["moved"]
     assert torch.equal(rank0["weights"], rank1["weights"])
+
+
+@pytest.mark.parametrize("query_parallel", [False, True])
+def test_prefix_reuse_under_ddp_is_exact_and_ranks_stay_identical(tmp_path, query_parallel):
+    options = dict(structure="bcd-layer", stacked=True, query_parallel=query_parallel)
+    reused = run(tmp_path, devices=2, batch_size=8, **options)
+    full = run(tmp_path, devices=2, batch_size=8, prefix_reuse=False, **options)
+    assert torch.equal(reused[0]["weights"], reused[1]["weights"])
+    assert torch.equal(reused[0]["weights"], full[0]["weights"])
+    # Blocks cycle input, layer 0, 1, 2, output: the steps on layers 1 and 2 and on the output skip a prefix.
+    assert reused[0]["prefix_reused"] == [0, 0, 1, 1, 1, 0] and full[0]["prefix_reused"] == [0] * MAX_STEPS
