@@ -129,6 +129,7 @@ class DevSelection(Callback):
             "train_forwards": self._forwards,
             "train_seconds": round(self._train_seconds, 2),
             "dev_evaluations": len(self.history),
+            "dev_curve": [[int(entry["step"]), entry[self.monitor]] for entry in self.history],
         }
         metrics = {f"test/{name}": value for name, value in test.items()}
         metrics.update({"selected_step": float(self.best["step"]), "hp_metric": test["accuracy"]})
