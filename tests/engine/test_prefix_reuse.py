@@ -186,6 +186,27 @@ def test_lora_adapters_per_layer_reuse_the_prefix_exactly():
     assert [r.skipped_layers for r in results[0][1]] == [0, 1, 2, 3]
 
 
+def fallback_is_exact(model_class, active: str, reason: str) -> None:
+    """Three steps on ``model_class`` with only the parameters starting with ``active`` trainable: with prefix reuse
+    the step runs in full for ``reason``, and the weights end bitwise as without reuse."""
+    weights = []
+    for reuse in (True, False):
+        torch.manual_seed(0)
+        model = model_class().eval()
+        for name, p in model.named_parameters():
+            p.requires_grad_(name.startswith(active))
+        optimizer = ZOSGD([(n, p) for n, p in model.named_parameters() if p.requires_grad], lr=1e-1, eps=1e-2)
+        optimizer.engine.config.prefix_reuse = reuse
+        optimizer.engine.module = model
+        x = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
+        for _ in range(3):
+            optimizer.step(lambda: model(x))
+        weights.append(torch.cat([p.flatten() for p in model.parameters()]))
+        if reuse:
+            assert reason in optimizer.engine.last.prefix.reason
+    assert torch.equal(*weights)
+
+
 class FunctionalGain(torch.nn.Module):
     """Uses a submodule's weight functionally, before the stack, without calling the submodule."""
 
@@ -202,22 +223,7 @@ class FunctionalGain(torch.nn.Module):
 
 
 def test_a_parameter_used_outside_its_modules_forward_runs_in_full_and_stays_exact():
-    weights = []
-    for reuse in (True, False):
-        torch.manual_seed(0)
-        model = FunctionalGain().eval()
-        for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith("gain."))
-        optimizer = ZOSGD([(n, p) for n, p in model.named_parameters() if p.requires_grad], lr=1e-1, eps=1e-2)
-        optimizer.engine.config.prefix_reuse = reuse
-        optimizer.engine.module = model
-        x = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
-        for _ in range(3):
-            optimizer.step(lambda: model(x))
-        weights.append(torch.cat([p.flatten() for p in model.parameters()]))
-        if reuse:
-            assert "not used through their modules' forward" in optimizer.engine.last.prefix.reason
-    assert torch.equal(*weights)
+    fallback_is_exact(FunctionalGain, "gain.", "not used through their modules' forward")
 
 
 class OutsideResidual(torch.nn.Module):
@@ -236,19 +242,4 @@ class OutsideResidual(torch.nn.Module):
 
 @pytest.mark.parametrize("active", ["layers.2.", "head."])
 def test_a_residual_added_outside_the_layers_runs_in_full_and_stays_exact(active):
-    weights = []
-    for reuse in (True, False):
-        torch.manual_seed(0)
-        model = OutsideResidual().eval()
-        for name, p in model.named_parameters():
-            p.requires_grad_(name.startswith(active))
-        optimizer = ZOSGD([(n, p) for n, p in model.named_parameters() if p.requires_grad], lr=1e-1, eps=1e-2)
-        optimizer.engine.config.prefix_reuse = reuse
-        optimizer.engine.module = model
-        x = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
-        for _ in range(3):
-            optimizer.step(lambda: model(x))
-        weights.append(torch.cat([p.flatten() for p in model.parameters()]))
-        if reuse:
-            assert "does not go straight into the next module" in optimizer.engine.last.prefix.reason
-    assert torch.equal(*weights)
+    fallback_is_exact(OutsideResidual, active, "does not go straight into the next module")
