@@ -42,7 +42,7 @@ def batch(size: int) -> dict[str, torch.Tensor]:
 
 def loss_of(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> Callable[[], torch.Tensor]:
     # A fixed random readout of the mean-pooled features: a smooth scalar that depends on every layer.
-    readout = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(0))
+    readout = torch.randn(model.config.hidden_size, generator=torch.Generator().manual_seed(0)).to(inputs["input_ids"].device)
 
     def loss() -> torch.Tensor:
         hidden = model(**inputs).last_hidden_state.float()
@@ -96,8 +96,8 @@ def projected(model, inputs, seeds, eps, context: Callable[[], contextlib.Abstra
 
 
 @contextlib.contextmanager
-def stale_autocast_cache() -> Iterator[None]:
-    with mock.patch("torch.clear_autocast_cache", lambda: None), torch.autocast("cpu", dtype=torch.bfloat16):
+def stale_autocast_cache(device: str = "cpu") -> Iterator[None]:
+    with mock.patch("torch.clear_autocast_cache", lambda: None), torch.autocast(device, dtype=torch.bfloat16):
         yield
 
 
@@ -106,16 +106,19 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=64)
     parser.add_argument("--eps", type=float, nargs="+", default=[1e-3, 1e-2])
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: where the model runs and autocasts")
+    parser.add_argument("--out", default="precision_fidelity", help="report name (default precision_fidelity)")
     args = parser.parse_args()
-    base = AutoModel.from_pretrained(minilm_dir()).eval()
-    inputs = batch(args.batch)
+    device = args.device
+    base = AutoModel.from_pretrained(minilm_dir()).eval().to(device)
+    inputs = {key: value.to(device) for key, value in batch(args.batch).items()}
     seeds = [step_seed(0, k) for k in range(args.seeds)]
     variants = {
-        "bf16-mixed": (torch.float32, lambda: torch.autocast("cpu", dtype=torch.bfloat16)),
-        "16-mixed": (torch.float32, lambda: torch.autocast("cpu", dtype=torch.float16)),
+        "bf16-mixed": (torch.float32, lambda: torch.autocast(device, dtype=torch.bfloat16)),
+        "16-mixed": (torch.float32, lambda: torch.autocast(device, dtype=torch.float16)),
         "bf16-true": (torch.bfloat16, contextlib.nullcontext),
         "16-true": (torch.float16, contextlib.nullcontext),
-        "bf16-mixed, cache not cleared": (torch.float32, stale_autocast_cache),
+        "bf16-mixed, cache not cleared": (torch.float32, lambda: stale_autocast_cache(device)),
     }
     compute_dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16, "bf16-true": torch.bfloat16,
                      "16-true": torch.float16, "bf16-mixed, cache not cleared": torch.bfloat16}
@@ -139,7 +142,7 @@ def main() -> None:
             kinds = " ".join(f"{k}={v:.2f}" for k, v in sorted(row["survival_by_kind"].items()))
             print(f"{name:32s} eps={eps:<6g} ratio={median:.2f} [{q1:.2f}, {q3:.2f}] sign={row['sign_agreement']:.2f} "
                   f"pearson={pearson:.3f} zeros={row['zero_estimates']} survival: {kinds}", flush=True)
-    write_report("precision_fidelity", {"model": "all-MiniLM-L6-v2", "seeds": args.seeds, "batch": args.batch,
+    write_report(args.out, {"device": device, "model": "all-MiniLM-L6-v2", "seeds": args.seeds, "batch": args.batch,
                                         "eps": args.eps, "machine": machine(), "source": source_info(),
                                         "command": "python -m benchmarks.precision_fidelity " + " ".join(sys.argv[1:]),
                                         "results": results})
