@@ -50,8 +50,8 @@ class SequenceClassificationTask(ZOClassifier):
     Shapes: ``forward(input_ids [B, T], attention_mask [B, T]) → logits [B, C]``. The head's weight starts as
     N(0, 0.02²) (from torch's global RNG: ``seed_everything`` fixes it), its bias at 0, as in Hugging Face heads.
 
-    Logged (see :class:`~zolightning.tasks.ZOClassifier`): ``val/loss``, ``val/acc``, ``test/loss``, ``test/acc``,
-    besides the ZO step's ``train/*`` metrics. Implements the held-out evaluation protocol (:meth:`predict_labels`).
+    Logged (see :class:`~zolightning.tasks.ZOClassifier`): ``loss``, ``acc``, ``macro_f1`` and ``balanced_acc`` under
+    ``val/`` and ``test/``, besides the ZO step's ``train/*`` metrics. Implements the held-out evaluation protocol (:meth:`predict_labels`).
     """
 
     head_prefixes = ("head.",)
