@@ -36,11 +36,10 @@ def test_a_bad_worker_count_is_refused_by_name():
         set_noise_workers(0)
 
 
-def test_default_workers_are_the_cores_torch_leaves_free(restore_workers):
-    assert default_noise_workers(cores=2, torch_threads=2) == 1  # torch on every core: noise on the calling thread
-    assert default_noise_workers(cores=2, torch_threads=1) == 2
-    assert default_noise_workers(cores=16, torch_threads=4) == 8  # capped
-    assert default_noise_workers(cores=4, torch_threads=8) == 1
+def test_default_workers_are_the_usable_cores_capped(restore_workers):
+    assert default_noise_workers(cores=2) == 2
+    assert default_noise_workers(cores=1) == 1
+    assert default_noise_workers(cores=16) == 8
     set_noise_workers(None)
     assert noise_workers() == default_noise_workers()
     set_noise_workers(3)
