@@ -191,7 +191,8 @@ class DevSelection(Callback):
 
     def _save_best(self, pl_module: LightningModule) -> None:
         assert self._best_file is not None
-        state = {name: p.detach().cpu().clone() for name, p in pl_module.named_parameters() if p.requires_grad}
+        # `.cpu()` copies only what lives elsewhere: a CPU model is saved from its own storage, with no second copy in RAM.
+        state = {name: p.detach().cpu() for name, p in pl_module.named_parameters() if p.requires_grad}
         self._best_file.parent.mkdir(parents=True, exist_ok=True)
         torch.save(state, self._best_file)
 
