@@ -53,7 +53,7 @@ def table(folder: Path = RESULTS) -> str:
         s, n = report["summary"], len(report["seeds"])
         steps = report["rows"][0].get("steps", "?")
         seeds = " ".join(map(str, report["seeds"]))
-        shown = label if n > 1 else f"{label}, **seed {seeds} only**"
+        shown = label if n > 2 else f"{label}, **seed{'s' if n > 1 else ''} {seeds.replace(' ', ', ')} only**"
         lines.append(
             f"| {shown} | {_cell(s, 'test_accuracy', seeds=n)} | {_cell(s, 'test_macro_f1', seeds=n)} | "
             f"{_cell(s, 'test_balanced_accuracy', seeds=n)} | {steps} | {_cell(s, 'train_forwards', 1, 0, n)} | "
