@@ -95,6 +95,7 @@ class _Session:
         self.cached: dict[int, Any] = {}  # stack index → the output of its last prefix layer
         self.boundary: dict[int, int] = {}  # stack index → index of its last prefix layer
         self.versions: list[tuple[Tensor, int]] = []
+        self.report: PrefixReport | None = None
         self.reason = self._precheck(plan, supported)
         self.mode = "off" if self.reason else "record"
 
@@ -234,12 +235,15 @@ class _Session:
         self.reuse.tell(reason)
 
     def close(self) -> PrefixReport:
-        """End the step: drop the kept activations; the report."""
+        """End the step: drop the kept activations; the report. Closing again returns the same report."""
+        if self.report is not None:
+            return self.report
         if self.mode == "off" and self.reason and not self.reused:
             self.reuse.tell(self.reason)
         self.cached, self.versions, self.mode = {}, [], "off"
         reason = "" if self.reused else (self.reason or "the step had a single evaluation")
-        return PrefixReport(self.reused, self.skipped if self.reused else 0, reason)
+        self.report = PrefixReport(self.reused, self.skipped if self.reused else 0, reason)
+        return self.report
 
 
 def _returning(output: Any) -> Callable[..., Any]:

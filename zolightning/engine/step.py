@@ -223,7 +223,7 @@ class StepEngine:
                 self.accumulated.append(numbers)
                 self._accumulated_seconds += probe.forward_seconds
                 estimates = self.estimator.combine(numbers, local_seeds, center)
-                prefix = session.close() if session is not None else None
+                prefix = session.close() if session is not None else None  # the `finally` below finds it closed
                 return self._finish(estimates, False, index, plan, probe.forward_seconds, started, prefix).loss
             if self.accumulated:
                 numbers = torch.stack([*self.accumulated, numbers]).mean(0)
