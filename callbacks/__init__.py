@@ -7,6 +7,10 @@ from zolightning.callbacks.low_rank_refresh import LowRankRefresh
 from zolightning.callbacks.peak_memory import PeakMemory
 from zolightning.callbacks.sparsity_mask import SparsityMask
 from zolightning.callbacks.structure_callback import StructureCallback
+from zolightning.callbacks.trajectory_log import TrajectoryLog
+from zolightning.callbacks.trajectory_replay import TrajectoryReplay
+from zolightning.callbacks.zo_diagnostics import ZODiagnostics
+from zolightning.callbacks.zo_lr_finder import ZOLearningRateFinder
 from zolightning.callbacks.zo_progress_bar import ZOProgressBar
 
 __all__ = [
@@ -18,5 +22,9 @@ __all__ = [
     "PeakMemory",
     "SparsityMask",
     "StructureCallback",
+    "TrajectoryLog",
+    "TrajectoryReplay",
+    "ZODiagnostics",
+    "ZOLearningRateFinder",
     "ZOProgressBar",
 ]

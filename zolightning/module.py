@@ -260,6 +260,22 @@ class ZOLightningModule(StepLogging, LightningModule):
         output = last_output[0]
         return {**output, "loss": result.loss} if isinstance(output, Mapping) else result.loss
 
+    def zo_objective(self, batch: Any, batch_idx: int = 0) -> Callable[[], Tensor]:
+        """The step's objective on ``batch``, for measurements outside the step (diagnostics, the lr/ε finder): the
+        user's ``training_step`` in the step's eval mode, returning the loss; values it logs are dropped."""
+
+        def evaluate() -> Tensor:
+            buffer, self._zo_log_buffer = self._zo_log_buffer, []
+            self._zo_evaluating = True
+            try:
+                with evaluation_mode(self, self.zo_config.eval_mode):
+                    return extract_loss(self.training_step(batch, batch_idx))
+            finally:
+                self._zo_evaluating = False
+                self._zo_log_buffer = buffer
+
+        return evaluate
+
     def _backprop_step(self, loss_fn: Callable[[], Any], batch: Any) -> Any:
         """The first-order baseline (``zo.gradient: backprop``): backward through ``loss_fn``, then the optimizer
         steps every ``zo.accumulate_batches`` micro-batches (and at the end of an epoch)."""

@@ -24,6 +24,30 @@ def sharded_strategy_name(strategy: object) -> str | None:
     return None
 
 
+def check_zo_callback(callback: str, purpose: str, trainer: Any, module: nn.Module, backprop_hint: str = "") -> None:
+    """What a callback that works on ZO steps needs, checked in its ``setup``: a ZO module (the caller passes whether
+    it is one: this layer does not import the module), ZO training, and a strategy that keeps parameters whole.
+
+    Args:
+        callback: the callback's name; ``purpose``: what it does ("measures zeroth-order steps").
+        backprop_hint: what to use instead under ``zo.gradient: backprop``.
+    """
+    config = getattr(module, "zo_config", None)
+    if config is None:
+        raise TypeError(
+            f"{callback} {purpose}; it needs a ZOLightningModule (subclass it, or wrap the module with "
+            f"`zolightning.as_zo`), got {type(module).__name__}."
+        )
+    if config.gradient == "backprop":
+        raise ValueError(f"{callback} {purpose}, but `zo.gradient: backprop` trains by backprop.{backprop_hint}")
+    sharded = sharded_strategy_name(trainer.strategy)
+    if sharded is not None:
+        raise ValueError(
+            f"{callback} needs each parameter whole and under its own name, which {sharded} does not keep. Use a "
+            "single device or a DDP strategy ('ddp', 'ddp_spawn', 'ddp_fork')."
+        )
+
+
 def check_trainer_for_zo(trainer: Any, module: nn.Module) -> None:
     """Refuse strategies and placements that would lose in-place perturbations; disable the GradScaler of 16-mixed;
     warn about half-precision weights."""

@@ -87,8 +87,9 @@ class DivergenceGuard:
                 f"ZO training diverged: the loss went from {self.first:.4g} (best {self.best:.4g}) to {loss:.4g} and "
                 f"stayed that high for {self.PATIENCE} steps, with learning rate {rates}. That is usually a backprop "
                 "learning rate: ZO needs a far smaller one (MeZO uses 1e-6 to 1e-7 for full fine-tuning, 1e-4 for "
-                "LoRA). Lower the optimizer's `lr` by 100-10000x (e.g. `ZOSGD(lr=1e-4)`), or set "
-                "`zo.divergence_factor: null` to turn this check off."
+                "LoRA). Lower the optimizer's `lr` by 100-10000x (e.g. `ZOSGD(lr=1e-4)`), or measure one with the ZO "
+                "finder (the `zolightning.callbacks.ZOLearningRateFinder` callback); `zo.divergence_factor: null` "
+                "turns this check off."
             )
 
     def state_dict(self) -> dict[str, Any]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
@@ -41,6 +41,11 @@ from zolightning.functional.noise import step_seed
 from zolightning.functional.perturbation import PerturbationPlan
 from zolightning.functional.rounding import FULL_PRECISION
 from zolightning.structures.base import PerturbationStructure, StructureRule, TrainableTensor, trainable_tensors
+
+
+def _constant_loss() -> Tensor:
+    """The objective of a replayed step: the weights walk through training's moves, but nothing is measured."""
+    return torch.zeros(())
 
 
 REENTRANT_STEP = (
@@ -80,6 +85,13 @@ class StepResult:
         forward_seconds: wall time inside the objective; ``total_seconds``: the whole step.
         prefix: which path the evaluations took (:class:`~zolightning.engine.prefix_reuse.PrefixReport`); ``None``
             when prefix reuse is off (``zo.prefix_reuse: false``) or the engine has no module.
+        numbers: the (directions × k) fp32 tensor the estimates were combined from: on an update, after the mean over
+            accumulated micro-batches and the cross-rank reduce or gather (every rank's rows under query parallelism),
+            i.e. exactly what, with the seeds, determines the update (the trajectory log records it).
+        micro_batches: micro-batches averaged into this update (1 without accumulation); 0 for a call that only
+            accumulated (``update=False``).
+        group_lr, group_eps: each param group's ``lr`` and ``eps`` as this step applied them.
+        active: the names of the plan's tensors, in plan order.
     """
 
     loss: Tensor
@@ -92,6 +104,11 @@ class StepResult:
     forward_seconds: float
     total_seconds: float
     prefix: PrefixReport | None = None
+    numbers: Tensor | None = None
+    micro_batches: int = 1
+    group_lr: tuple[float, ...] = ()
+    group_eps: tuple[float, ...] = ()
+    active: tuple[str, ...] = ()
 
 
 class StepEngine:
@@ -109,6 +126,8 @@ class StepEngine:
         total_steps: the number of updates of the run, needed by a non-constant ``eps_schedule``.
         names: ``id(param) → name``, for plans and checkpoints keyed by the model's parameter names.
         last: the latest :class:`StepResult`.
+        replay_source: ``step → (numbers, world size)`` of a recorded run, or ``None`` for a step to measure (the
+            trajectory replay callback sets it, so that the steps it covers replay inside a fit); ``None`` by default.
     """
 
     def __init__(
@@ -139,6 +158,8 @@ class StepEngine:
         self.running = False
         self._lr_scales: dict[str, float] = {}
         self._accumulated_seconds = 0.0
+        self._factor = 1.0
+        self.replay_source: Callable[[int], tuple[Tensor, int] | None] | None = None
         if rule is not None:
             self.bind(rule)
 
@@ -176,7 +197,8 @@ class StepEngine:
     def plan(self, step: int) -> PerturbationPlan:
         """The tensors step ``step`` perturbs and updates, with their directions, ε and learning-rate scales."""
         rule = self._rule()
-        tensors = rule.tensors(self.names, self._eps_factor(step))
+        self._factor = self._eps_factor(step)
+        tensors = rule.tensors(self.names, self._factor)
         if not tensors:
             raise ValueError(
                 "The optimizer has no trainable parameters (requires_grad=True), so ZO training has nothing to "
@@ -188,7 +210,10 @@ class StepEngine:
         return rule.prepare_plan(plan)
 
     @torch.no_grad()
-    def step(self, objective: LossFn | None, *, step: int | None = None, update: bool = True) -> Tensor:
+    def step(
+        self, objective: LossFn | None, *, step: int | None = None, update: bool = True,
+        recorded: Tensor | None = None, recorded_world: int = 1,
+    ) -> Tensor:
         """One ZO step on the current batch; returns the loss at θ (mean over directions).
 
         Args:
@@ -197,6 +222,13 @@ class StepEngine:
             update: ``False`` only measures this micro-batch along the step's directions and keeps its numbers; the
                 next call with ``update=True`` averages every kept micro-batch with its own and updates (gradient
                 accumulation, equal to one larger batch).
+            recorded: replay (:mod:`zolightning.trajectory`): the step's :attr:`StepResult.numbers` as recorded,
+                used instead of measuring (``objective`` is then ignored, and nothing crosses ranks). The weights
+                still go through the same moves as in training where those round (an arithmetic restore), with a
+                constant objective, so the update lands on bitwise the same θ; replay each accumulated micro-batch
+                with ``update=False`` and the same ``recorded`` first.
+            recorded_world: the world size the numbers were recorded under (query parallelism names every rank's
+                seeds from it).
 
         Whatever happens inside (an exception in a forward or in a collective, a non-finite loss), the weights are
         restored before this returns or raises: bitwise from a snapshot, or arithmetically within 2 ulp in fp32.
@@ -206,35 +238,49 @@ class StepEngine:
         rule = self._rule()
         started = time.perf_counter()
         index = self.steps if step is None else step
-        world = collectives.world_size()
+        if recorded is None and self.replay_source is not None:
+            recorded, recorded_world = self.replay_source(index) or (None, 1)
+        replaying = recorded is not None
+        world = recorded_world if replaying else collectives.world_size()
         parallel = self.config.query_parallel and world > 1
-        local_seeds = self.seeds(index, collectives.rank() if parallel else 0)
+        local_seeds = self.seeds(index, collectives.rank() if parallel and not replaying else 0)
         plan = self.plan(index)
         center = rule.needs_center
-        reduce = collectives.mean_over_ranks if world > 1 and not parallel else None
-        session = self._prefix_session(plan) if objective is not None else None
+        reduce = collectives.mean_over_ranks if world > 1 and not parallel and not replaying else None
+        restore = self._restore_mode(plan, parallel)
+        if replaying:
+            # Only moves that round need replaying: arithmetic perturb/restore adds (a snapshot restore is exact).
+            walks = restore == "arithmetic" and bool(self.estimator.points(center))
+            objective = _constant_loss if walks else None
+        session = self._prefix_session(plan) if objective is not None and not replaying else None
         if session is not None:
             objective = session.wrap(objective)
-        probe = Probe(objective, plan, self._restore_mode(plan, parallel), reduce)
+        probe = Probe(objective, plan, restore, reduce)
         self.running = True
         try:
-            numbers = self.estimator.measure(probe, local_seeds, center)
+            if not replaying or objective is not None:  # a replay that walks measures zeros: the record counts
+                numbers = self.estimator.measure(probe, local_seeds, center)
+            numbers = recorded if replaying else numbers
+            every_seed = [s for r in range(world) for s in self.seeds(index, r)] if parallel else local_seeds
             if not update:
                 self.accumulated.append(numbers)
                 self._accumulated_seconds += probe.forward_seconds
-                estimates = self.estimator.combine(numbers, local_seeds, center)
+                estimates = self.estimator.combine(numbers, every_seed if replaying else local_seeds, center)
                 prefix = session.close() if session is not None else None  # the `finally` below finds it closed
-                return self._finish(estimates, False, index, plan, probe.forward_seconds, started, prefix).loss
+                return self._finish(
+                    estimates, False, index, plan, probe.forward_seconds, started, prefix, numbers, micro_batches=0
+                ).loss
+            micro_batches = len(self.accumulated) + 1
             if self.accumulated:
                 numbers = torch.stack([*self.accumulated, numbers]).mean(0)
                 self.accumulated = []
-            seeds = local_seeds
-            if parallel:
+            if replaying:
+                numbers = recorded
+            elif parallel:
                 numbers = collectives.gather_over_ranks(numbers).flatten(0, 1)
-                seeds = [s for r in range(world) for s in self.seeds(index, r)]
             elif reduce is not None:
                 numbers = reduce(numbers)
-            estimates = self.estimator.combine(numbers, seeds, center)
+            estimates = self.estimator.combine(numbers, every_seed, center)
             finite = all(estimate.is_finite for estimate in estimates)
             fused = len(estimates) == 1 and not probe.exact
             if not fused:
@@ -247,7 +293,7 @@ class StepEngine:
             prefix = session.close() if session is not None else None
         self.steps = index + 1
         forward, self._accumulated_seconds = probe.forward_seconds + self._accumulated_seconds, 0.0
-        result = self._finish(estimates, finite, index, plan, forward, started, prefix)
+        result = self._finish(estimates, finite, index, plan, forward, started, prefix, numbers, micro_batches)
         self.nonfinite.observe(estimates)
         if finite:
             self.divergence.observe(float(result.loss), [float(g["lr"]) for g in rule.param_groups])
@@ -255,9 +301,10 @@ class StepEngine:
 
     def _finish(
         self, estimates: list[DirectionalEstimate], updated: bool, index: int, plan: PerturbationPlan, forward: float,
-        started: float, prefix: PrefixReport | None = None,
+        started: float, prefix: PrefixReport | None = None, numbers: Tensor | None = None, micro_batches: int = 1,
     ) -> StepResult:
         eps = plan[0].eps if plan else 0.0
+        groups = self._rule().param_groups
         self.last = StepResult(
             loss=torch.stack([estimate.loss for estimate in estimates]).mean(),
             estimates=estimates,
@@ -271,8 +318,20 @@ class StepEngine:
             forward_seconds=forward,
             total_seconds=time.perf_counter() - started,
             prefix=prefix,
+            numbers=numbers,
+            micro_batches=micro_batches,
+            group_lr=tuple(float(group["lr"]) for group in groups),
+            group_eps=tuple(self._applied_eps(group) for group in groups),
+            active=tuple(entry.name for entry in plan),
         )
         return self.last
+
+    def _applied_eps(self, group: Mapping[str, Any]) -> float:
+        # A ZO optimizer's group holds the ε its plan used (from `initial_eps`); a plain torch optimizer's ε is the
+        # adapter's (`zo.eps`), and its group's own `eps`, if any, is Adam's denominator term.
+        if "initial_eps" in group:
+            return float(group["eps"])
+        return float(getattr(self.rule, "eps", 0.0)) * self._factor
 
     def _prefix_session(self, plan: PerturbationPlan) -> Any:
         """A prefix-reuse session for this step (``zo.prefix_reuse`` and a module to hook), else ``None``."""

@@ -9,6 +9,7 @@ estimate was taken along instead of storing it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import torch
 from torch import Tensor
@@ -17,15 +18,33 @@ from zolightning.functional.noise import Distribution, check_distribution, fill_
 
 
 class TensorDirection(ABC):
-    """Forms z for one tensor from a seed."""
+    """Forms z for one tensor from a seed.
+
+    Class attributes:
+        coordinate_subspace: the directions span a set of coordinates (all of them, or a mask's), so that a positive
+            diagonal preconditioner keeps their subspace.
+    """
+
+    coordinate_subspace: ClassVar[bool] = False
 
     @abstractmethod
     def sample(self, param: Tensor, seed: int) -> Tensor:
         """z with ``param.shape`` on ``param.device``, dtype fp32 (callers cast to the parameter's dtype)."""
 
+    def subspace_energy(self, gradient: Tensor) -> Tensor:
+        """‖P·g‖²: the squared norm of ``gradient`` (the parameter's shape) projected onto the subspace the directions
+        span (the whole space for dense noise, the mask's support, the span of the kept low-rank factors). A 0-dim
+        fp32 tensor; MeZO-BCD v2's subspace alignment is its sum over the plan over ‖g‖²."""
+        raise NotImplementedError(
+            f"{type(self).__name__} does not say which subspace it spans: implement `subspace_energy` to get the "
+            "alignment diagnostic."
+        )
+
 
 class DenseDirection(TensorDirection):
     """z ~ N(0, I) (``gaussian``) or uniform on {−1, +1} (``rademacher``) over every element: MeZO's choice."""
+
+    coordinate_subspace = True
 
     def __init__(self, distribution: Distribution = "gaussian") -> None:
         check_distribution(distribution)
@@ -33,6 +52,9 @@ class DenseDirection(TensorDirection):
 
     def sample(self, param: Tensor, seed: int) -> Tensor:
         return fill_noise_(param.new_empty(param.shape, dtype=torch.float32), seed, self.distribution)
+
+    def subspace_energy(self, gradient: Tensor) -> Tensor:
+        return gradient.float().square().sum()
 
     def __repr__(self) -> str:
         return f"DenseDirection(distribution={self.distribution!r})"

@@ -73,5 +73,11 @@ class LowRankDirection(TensorDirection):
             z = (left @ core @ right.T).mul_(math.sqrt(rows * cols) / self.rank)
         return z.reshape(param.shape)
 
-
-
+    def subspace_energy(self, gradient: Tensor) -> Tensor:
+        # LOZO's z = U·Vᵀ spans {A·Vᵀ}: the rows' projection onto span(V). SubZero's z = U·S·Vᵀ spans {U·M·Vᵀ}.
+        matrix = gradient.float().reshape(matrix_shape(gradient))
+        if self.mode == "lozo":
+            (right,) = self.factors
+            return (matrix @ torch.linalg.qr(right).Q).square().sum()
+        left, right = self.factors
+        return (left.T @ matrix @ right).square().sum()

@@ -27,6 +27,8 @@ class MaskedDirection(TensorDirection):
     Only ``mask.sum()`` random numbers are drawn per sample, so the cost scales with the perturbed coordinates.
     """
 
+    coordinate_subspace = True
+
     def __init__(self, mask: Tensor, distribution: Distribution = "gaussian") -> None:
         if mask.dtype != torch.bool:
             raise TypeError(f"`mask` must be a bool tensor, got {mask.dtype}.")
@@ -40,6 +42,9 @@ class MaskedDirection(TensorDirection):
             raise ValueError(f"mask shape {tuple(self.mask.shape)} does not match parameter {tuple(param.shape)}.")
         values = fill_noise_(param.new_empty(self.active, dtype=torch.float32), seed, self.distribution)
         return param.new_zeros(param.shape, dtype=torch.float32).masked_scatter_(self.mask, values)
+
+    def subspace_energy(self, gradient: Tensor) -> Tensor:
+        return gradient.float()[self.mask].square().sum()
 
 
 

@@ -39,6 +39,7 @@ def round_stochastic_(target: Tensor, value: Tensor, seed: int) -> Tensor:
     # error / gap ∈ [0, 1/2]: the chance of leaving the nearest value for the neighbour on the value's side.
     probability = torch.where(gap != 0, error / gap, torch.zeros_like(error)).nan_to_num_(0.0)
     generator = torch.Generator(device=value.device).manual_seed(seed)
-    draw = torch.rand(value.shape, generator=generator, device=value.device)
+    # fp32 draws whatever the default dtype (bf16-true makes it bf16 inside training_step: 256 levels would bias it).
+    draw = torch.rand(value.shape, generator=generator, device=value.device, dtype=torch.float32)
     target.copy_(torch.where(draw < probability, neighbour, nearest))
     return target

@@ -30,6 +30,10 @@ class ZOSGDCons(ZOOptimizer):
 
     needs_center = True
     supports_many_directions = False
+    not_replayable = (
+        "it evaluates two more losses inside the update (the candidates θ ∓ lr·g·z) and keeps the best point, so the "
+        "estimate's numbers alone do not determine the step"
+    )
 
     def __init__(self, params: ParamsT, lr: float = 1e-6, eps: float = 1e-3, seed: int | None = None) -> None:
         super().__init__(params, dict(lr=lr, eps=eps, weight_decay=0.0, seed=seed))

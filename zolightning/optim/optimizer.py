@@ -50,6 +50,9 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
     needs_center: bool = False
     # Whether the optimizer supports several directions per step (or a gathered set of them).
     supports_many_directions: bool = True
+    # Why a trajectory log (seeds and the measured numbers) cannot replay this optimizer's steps; None: it can, since
+    # its update and state are functions of the plan and those numbers (zolightning.trajectory).
+    not_replayable: str | None = None
 
     def __init__(self, params: ParamsT, defaults: dict[str, Any]) -> None:
         check_low_precision_update(defaults.setdefault("low_precision", "stochastic"))

@@ -6,6 +6,7 @@ from typing import Any
 
 from zolightning.structures.base import AllTensors, DenseDirections, StructureRule
 from zolightning.structures.blocks import BlockSelection
+from zolightning.structures.exclusion import ExcludedDirections
 from zolightning.structures.layer_subset import LayerSubset
 from zolightning.structures.low_rank import LowRankDirections
 from zolightning.structures.sparse import SparseDirections
@@ -18,6 +19,7 @@ STRUCTURES: dict[str, type[StructureRule]] = {
     "lezo": LayerSubset,
     "sparse": SparseDirections,
     "low-rank": LowRankDirections,
+    "excluded": ExcludedDirections,  # wraps one of the above: `inner` is a rule
 }
 
 

@@ -1,0 +1,137 @@
+"""``ZOLearningRateFinder``: propose (and optionally apply) a ZO learning rate and ε before the first step."""
+
+from __future__ import annotations
+
+import math
+from itertools import islice
+from typing import Any
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_info
+from typing_extensions import override
+
+from zolightning.diagnostics.finder import FinderResult, find_lr_and_eps
+from zolightning.functional.checks import check_int_at_least
+from zolightning.module import ZOLightningModule
+from zolightning.optim.gradient_update import GradientUpdate
+from zolightning.trainer_checks import check_zo_callback
+
+__all__ = ["ZOLearningRateFinder"]
+
+
+def _check_range(value: tuple[float, float] | None, name: str) -> tuple[float, float] | None:
+    if value is None:
+        return None
+    low, high = (float(v) for v in value)
+    if not 0 < low < high:
+        raise ValueError(f"`{name}` must be (low, high) with 0 < low < high, got {value!r}.")
+    return low, high
+
+
+class ZOLearningRateFinder(Callback):
+    """Lightning's ``LearningRateFinder`` for ZO: before the first step, run the range tests of
+    :func:`~zolightning.diagnostics.finder.find_lr_and_eps` on the first 2·``trials`` training batches (estimates on
+    half of them, each step judged on another), print what
+    they measured and why, and with ``apply=True`` set the optimizer's lr and ε to the proposal (every group scaled
+    by the same factor, LR schedulers' base rates too).
+
+    The weights are bitwise unchanged by the search. Under DDP rank 0 searches and every rank applies its proposal.
+
+    Args:
+        trials: batches (and directions) averaged (default 4).
+        lr_range: learning rates tried (default 1e-8 … 1).
+        eps_range: ε tried (default 1e-5 … 1e-1); ``None`` keeps ε (for fp32 full fine-tuning ε barely matters).
+        apply: set the proposal on the optimizer (default ``False``: only report).
+        stop_after: end the fit after the search, for a run that only asks for the proposal (default ``False``).
+
+    Attributes:
+        result: the :class:`~zolightning.diagnostics.finder.FinderResult` (on rank 0).
+    """
+
+    def __init__(
+        self,
+        trials: int = 4,
+        lr_range: tuple[float, float] = (1e-8, 1.0),
+        eps_range: tuple[float, float] | None = (1e-5, 1e-1),
+        apply: bool = False,
+        stop_after: bool = False,
+    ) -> None:
+        check_int_at_least(trials, 1, "trials")
+        self.trials = trials
+        self.lr_range = _check_range(lr_range, "lr_range")
+        self.eps_range = _check_range(eps_range, "eps_range")
+        self.apply = bool(apply)
+        self.stop_after = bool(stop_after)
+        self.result: FinderResult | None = None
+        self._restored: dict[str, Any] | None = None
+
+    @override
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        check_zo_callback(
+            "ZOLearningRateFinder", "proposes ZO learning rates", trainer, pl_module,
+            " Use Lightning's `Tuner.lr_find` for that.",
+        )
+
+    @override
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        assert isinstance(pl_module, ZOLightningModule)
+        if self._restored is not None:
+            # A resumed run: the optimizer's restored state already holds what the first search applied.
+            return
+        proposal: tuple[float | None, float | None] = (None, None)
+        if trainer.is_global_zero:
+            batches = [
+                trainer.strategy.batch_to_device(batch)
+                for batch in islice(iter(trainer.train_dataloader), 2 * self.trials)
+            ]
+            if not batches:
+                raise ValueError("ZOLearningRateFinder needs at least one training batch.")
+            self.result = find_lr_and_eps(
+                pl_module.zo_engine,
+                lambda t: pl_module.zo_objective(batches[t % len(batches)], t),
+                trials=self.trials,
+                lr_range=self.lr_range or (1e-8, 1.0),
+                eps_range=self.eps_range,
+            )
+            rank_zero_info("ZO learning-rate finder:\n" + self.result.explanation)
+            proposal = (self.result.lr, self.result.eps)
+        lr, eps = trainer.strategy.broadcast(proposal, src=0)
+        if self.apply:
+            self._apply(trainer, pl_module, lr, eps)
+        if self.stop_after:
+            trainer.should_stop = True
+
+    @staticmethod
+    def _apply(trainer: pl.Trainer, pl_module: ZOLightningModule, lr: float | None, eps: float | None) -> None:
+        rule = pl_module.zo_engine.rule
+        assert rule is not None
+        groups = rule.param_groups
+        if lr is not None and math.isfinite(lr):
+            factor = lr / float(groups[0]["lr"]) if groups[0]["lr"] else 0.0
+            for group in groups:
+                group["lr"] = lr if not factor else group["lr"] * factor
+                if "initial_lr" in group:
+                    group["initial_lr"] = group["initial_lr"] * factor if factor else lr
+            for config in trainer.lr_scheduler_configs:
+                if factor and hasattr(config.scheduler, "base_lrs"):
+                    config.scheduler.base_lrs = [base * factor for base in config.scheduler.base_lrs]
+        if eps is not None:
+            if isinstance(rule, GradientUpdate):
+                rule.eps = eps
+                return
+            factor = eps / float(groups[0].get("initial_eps", groups[0]["eps"]))
+            for group in groups:
+                group["eps"] = group["eps"] * factor
+                if "initial_eps" in group:
+                    group["initial_eps"] = group["initial_eps"] * factor
+
+    @override
+    def state_dict(self) -> dict[str, Any]:
+        if self.result is None:
+            return {}
+        return {"lr": self.result.lr, "eps": self.result.eps}
+
+    @override
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = dict(state_dict) if state_dict else None
