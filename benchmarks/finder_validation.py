@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from lightning.pytorch import Trainer
 
-from zolightning.callbacks import ZOLearningRateFinder
+from zolightning.callbacks import StructureCallback, ZOLearningRateFinder
 from zolightning.cli import ZOLightningCLI
 
 
@@ -39,8 +39,12 @@ def main() -> None:
     torch.set_num_threads(1)
     cli = ZOLightningCLI(args=["--config", options.config], run=False)
     finder = ZOLearningRateFinder(trials=options.trials, eps_range=None if options.no_eps else (1e-5, 1e-1), stop_after=True)
+    # The config's structure (BlockRotation, SparsityMask, ...) shapes the plan the finder measures; its evaluation
+    # callbacks would only cost time.
+    structures = [c for c in cli.trainer.callbacks if isinstance(c, StructureCallback)]
     trainer = Trainer(accelerator="cpu", devices=1, max_steps=1, logger=False, enable_checkpointing=False,
-                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, callbacks=[finder])
+                      enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                      callbacks=[*structures, finder])
     started = time.perf_counter()
     trainer.fit(cli.model, datamodule=cli.datamodule)
     seconds = time.perf_counter() - started
@@ -50,6 +54,7 @@ def main() -> None:
         "config": options.config,
         "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch thread(s)",
         "trials": options.trials,
+        "structures": [type(c).__name__ for c in structures],
         "configured_lr": result.current_lr,
         "proposed_lr": result.lr,
         "lr_ratio": (result.lr / result.current_lr) if result.lr and result.current_lr else None,

@@ -4,22 +4,25 @@
 grid of ε. Where ε is too small, rounding in the weights and the loss makes p̂ jump (half precision first); where it
 is too large, curvature bends it. In between p̂ does not depend on ε: the *stable range*, where neighbouring ε agree
 within ``tolerance``. Only the first failure loses the signal: above the range, p̂ is the gradient of the loss
-smoothed over a ball of radius ~ε·‖z‖, which is what MeZO trains on at its ε = 1e-3 (on SmolLM2-135M, p̂ at 1e-3 and
-at 3e-4 differ by 70%, and the recipe trains). So the proposal raises ε to the range's lower end when the configured ε
-lies below it (rounding: half precision, tiny adapter weights), and otherwise keeps it, saying where it lies.
+smoothed over a ball of radius ~ε·‖z‖, which is what MeZO trains on at its ε = 1e-3 (on SmolLM2-135M with every
+weight perturbed, p̂ at 1e-3 and at 3e-4 differ by a third, and the recipe trains). So the proposal raises ε to the
+range's lower end when the configured ε lies below it (rounding: half precision, tiny adapter weights), and otherwise
+keeps it, saying where it lies.
 
 **Learning rate.** A ZO-SGD step moves θ by −lr·p̂·z. For each trial (a direction, p̂ measured on one batch), the
 loss after that move is measured on *another* batch for every lr of a log grid, always from the same θ:
-ΔL(lr) = L'(θ − lr·p̂·z) − L'(θ). Judged on its own batch, a step along that batch's estimate always looks good; judged
-on another, it pays for the gradient noise between batches as training does (on SmolLM2-135M, the same-batch
-proposal, 4.5× the recipe's lr, diverged within 40 steps). On a quadratic
+ΔL(lr) = L'(θ − lr·p̂·z) − L'(θ). Judged on its own batch, a step along that batch's estimate always looks good;
+judged on another, it pays for the gradient noise between batches, as training does. On a quadratic
 ΔL(lr) = lr·p̂²·(−1 + lr·zᵀHz/2): it falls fastest at lr = 1/(zᵀHz) and turns positive at twice that. Because
 zᵀHz ≈ tr H for random z, this is ZO-SGD's own scale (for H = λI in d dimensions, 1/(λd) and 2/(λd), against the
-expected-descent optimum 1/(λ(d + 2)) and stability limit 2/(λ(d + 2))), far below backprop's 1/λ. ``lr_best_step``
-is the lr of the lowest mean ΔL over the trials, in the first stretch of lrs that lower the loss, and ``lr_stable`` where
-that stretch ends. The proposal is, as
-Lightning's ``lr_find`` suggests, the point where the loss falls fastest per log-lr: d ΔL / d log lr is most negative
-at half the one-step optimum, which leaves room for the minibatch noise that a single step does not see.
+expected-descent optimum 1/(λ(d + 2)) and stability limit 2/(λ(d + 2))), far below backprop's 1/λ.
+
+``lr_best_step`` is the lr of the lowest mean ΔL over the trials, within the first stretch of lrs that lower the
+loss, and ``lr_stable`` is where that stretch ends. The proposal is the point where the loss falls fastest per
+log-lr, as Lightning's ``lr_find`` suggests on its own curve: d ΔL / d log lr is most negative at half the one-step
+optimum. One step from the initial weights can still tolerate more than a run does: on SmolLM2-135M with every
+weight or a prefix trained, the proposal was 4–15× the recipes' rates, and training at it failed (README,
+"ZOLearningRateFinder").
 
 The weights come back bitwise: every move is undone from a snapshot of the plan's tensors, in a ``finally``.
 The finder models ZO-SGD's update (``ZOSGD``, or a plain ``torch.optim.SGD`` fed by ZO); for sign and Adam updates

@@ -169,9 +169,6 @@ def _noise_pass(
             continue
         grad = gradient[entry.name].float()
         true_projected += (directions.reshape(len(seeds), -1) @ grad.reshape(-1)).double().cpu()
-        if subspace is not None:
-            try:
-                subspace += float(entry.direction.subspace_energy(grad))
-            except NotImplementedError:
-                subspace = None
+        energy = entry.direction.subspace_energy(grad) if subspace is not None else None
+        subspace = subspace + float(energy) if subspace is not None and energy is not None else None
     return gram, true_projected, subspace

@@ -31,14 +31,12 @@ class TensorDirection(ABC):
     def sample(self, param: Tensor, seed: int) -> Tensor:
         """z with ``param.shape`` on ``param.device``, dtype fp32 (callers cast to the parameter's dtype)."""
 
-    def subspace_energy(self, gradient: Tensor) -> Tensor:
+    def subspace_energy(self, gradient: Tensor) -> Tensor | None:
         """‖P·g‖²: the squared norm of ``gradient`` (the parameter's shape) projected onto the subspace the directions
         span (the whole space for dense noise, the mask's support, the span of the kept low-rank factors). A 0-dim
-        fp32 tensor; MeZO-BCD v2's subspace alignment is its sum over the plan over ‖g‖²."""
-        raise NotImplementedError(
-            f"{type(self).__name__} does not say which subspace it spans: implement `subspace_energy` to get the "
-            "alignment diagnostic."
-        )
+        fp32 tensor; MeZO-BCD v2's subspace alignment is its sum over the plan over ‖g‖². ``None`` (the default) when
+        the direction does not know its subspace: the alignment diagnostic is then not reported."""
+        return None
 
 
 class DenseDirection(TensorDirection):

@@ -31,11 +31,10 @@ class PreconditionedDirection(TensorDirection):
     def sample(self, param: Tensor, seed: int) -> Tensor:
         return self.base.sample(param, seed).mul_(self.hessian.rsqrt())
 
-    def subspace_energy(self, gradient: Tensor) -> Tensor:
-        # A positive diagonal maps a coordinate subspace (all entries, a mask's support) onto itself.
-        if not self.base.coordinate_subspace:
-            return super().subspace_energy(gradient)
-        return self.base.subspace_energy(gradient)
+    def subspace_energy(self, gradient: Tensor) -> Tensor | None:
+        # A positive diagonal maps a coordinate subspace (all entries, a mask's support) onto itself; it turns any
+        # other subspace (a low-rank span) into one this class does not compute.
+        return self.base.subspace_energy(gradient) if self.base.coordinate_subspace else None
 
     def __repr__(self) -> str:
         return f"PreconditionedDirection({self.base!r})"
