@@ -32,7 +32,7 @@ _PARTS = ("selection", "directions")
 
 
 class _NotPlain(Exception):
-    pass
+    """A value with no plain (JSON) form: left out of a rule's arguments, which its state then restores."""
 
 
 def plain(value: Any) -> Any:
