@@ -83,3 +83,21 @@ def test_an_unbound_engine_is_refused_with_the_fix():
 
     with pytest.raises(RuntimeError, match="no update rule|no optimizer bound"):
         measure_step(StepEngine(), lambda: torch.zeros(()), 0)
+
+
+def test_a_custom_direction_without_a_known_subspace_reports_everything_but_the_alignment():
+    from zolightning.functional.directions import DenseDirection, TensorDirection
+    from zolightning.structures.base import DirectionRule
+
+    class Shifted(TensorDirection):  # a user's direction class that does not say which subspace it spans
+        def sample(self, param, seed):
+            return DenseDirection().sample(param, seed) + 1.0
+
+    class ShiftedDirections(DirectionRule):
+        def direction(self, tensor, step):
+            return Shifted()
+
+    engine, objective, _, _ = quadratic_engine(ShiftedDirections())
+    result = measure_step(engine, objective, 0, extra_directions=2)
+    assert result.statistics.alignment is None
+    assert result.statistics.cosine is not None and result.statistics.snr is not None
