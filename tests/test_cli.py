@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import pytest
@@ -198,3 +200,18 @@ def test_seed_everything_on_the_command_line_reaches_every_interpolation(capsys)
     assert resolved["seed_everything"] == 3
     assert resolved["model"]["init_args"]["zo"]["seed"] == 3
     assert resolved["data"]["init_args"]["seed"] == 3
+
+
+def test_an_lr_scheduler_section_steps_every_optimizer_step_and_lr_scales_takes_the_block_size_rule(tmp_path):
+    # ZO recipes count steps: a cosine over T_max=6 must reach its end at step 6, not after 6 epochs.
+    cli = ZOLightningCLI(args=[
+        "fit", "--config", str(CONFIGS / "smoke.yaml"), "--trainer.limit_val_batches", "0",
+        "--trainer.max_steps", "6", "--optimizer.lr", "1e-3", "--trainer.logger.init_args.save_dir", str(tmp_path),
+        "--lr_scheduler", "torch.optim.lr_scheduler.CosineAnnealingLR", "--lr_scheduler.T_max", "6",
+        "--model.init_args.zo.lr_scales", "by_block_size",
+    ])
+    lrs = scalars(tmp_path / "smoke" / "version_0", "train/lr")
+    assert lrs[0] == pytest.approx(1e-3 * (1 + math.cos(math.pi / 6)) / 2)  # logged after the first step
+    assert all(later < earlier for earlier, later in zip(lrs, lrs[1:]))
+    assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
+    assert cli.model.zo_config.lr_scales == {"by_block_size": 1.0}

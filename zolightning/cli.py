@@ -18,9 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import DefaultHelpFormatter, set_parsing_settings
-from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
 from lightning.pytorch.cli import LightningCLI
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from typing_extensions import override
 
@@ -70,6 +72,21 @@ class ZOLightningCLI(LightningCLI):
             **kwargs,
         )
 
+
+    @staticmethod
+    @override
+    def configure_optimizers(
+        lightning_module: LightningModule, optimizer: Optimizer, lr_scheduler: Any = None
+    ) -> Any:
+        """The ``optimizer:`` and ``lr_scheduler:`` sections, with the scheduler stepped after every optimizer step.
+
+        ZO recipes are measured in steps (``max_steps``; an epoch of a 1000-example split is only 63 of them), so a
+        ``CosineAnnealingLR`` with ``T_max: 300`` means 300 steps here, where plain ``LightningCLI`` would read epochs.
+        ``ReduceLROnPlateau`` keeps Lightning's per-epoch checks on its ``monitor``.
+        """
+        if lr_scheduler is None or isinstance(lr_scheduler, ReduceLROnPlateau):
+            return LightningCLI.configure_optimizers(lightning_module, optimizer, lr_scheduler)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": lr_scheduler, "interval": "step"}}
 
     @override
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:

@@ -7,8 +7,9 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from zolightning.estimators.registry import check_estimator_name
-from zolightning.functional.checks import check_choice, check_int_at_least, check_non_negative, check_scales
+from zolightning.functional.checks import check_choice, check_int_at_least, check_non_negative
 from zolightning.functional.eps_schedule import EpsSchedule, check_eps_schedule
+from zolightning.functional.lr_scaling import check_lr_scales
 from zolightning.functional.estimate import RestoreMode
 from zolightning.functional.noise import Distribution, check_distribution
 
@@ -55,9 +56,19 @@ class ZOConfig:
             from the optimizer's ε to ``eps_final_ratio``·ε at the last step (``trainer.max_steps``, or the
             estimated number of updates).
         eps_final_ratio: ε at the end over ε at the start, for a non-constant ``eps_schedule`` (default 0.1).
-        lr_scales: ``{parameter-name regex: multiplier}`` on the learning rate of matching tensors (the first match
-            wins; default none), for every optimizer and structure, e.g. ``{"^head\\\\.": 100}`` for a new head on a
-            pretrained body, or ``{"layers\\\\.11\\\\.": 2}`` for one block.
+        lr_scales: multipliers on the learning rate of the tensors a step updates, for every optimizer and
+            structure (default none):
+
+            - ``{parameter-name regex: multiplier}``: the first matching regex wins, e.g. ``{"^head\\\\.": 100}``
+              for a new head on a pretrained body, or ``{"layers\\\\.11\\\\.": 2}`` for one block;
+            - ``by_block_size``: each step's lr is multiplied by (D + 2) / (d + 2), where d counts the coordinates
+              the step perturbs (its block's, under block rotation) and D those of every trainable tensor. ZO-SGD's
+              best step along a d-dimensional Gaussian direction is 1 / (λ·(d + 2)) for a curvature λ per coordinate
+              (:func:`~zolightning.functional.lr_scaling.block_size_scale` derives it), so one lr, the dense lr,
+              then suits blocks of any size: a 28M-weight embedding block gets 8× less than a 3.5M-weight layer.
+              Dense steps are unchanged (d = D);
+            - both: ``{"by_block_size": 1, "^head\\\\.": 10}`` (the key ``by_block_size`` is the rule, the others
+              regexes; the multipliers multiply).
         divergence_factor: stop with an error naming the learning rate when the loss stays more than this many times
             its starting scale above its best value for 3 updates in a row: the signature of a backprop learning rate
             used for ZO (default 100; ``None`` turns the check off).
@@ -86,7 +97,7 @@ class ZOConfig:
     clip: float | None = None
     eps_schedule: EpsSchedule = "constant"
     eps_final_ratio: float = 0.1
-    lr_scales: dict[str, float] = field(default_factory=dict)
+    lr_scales: dict[str, float] | Literal["by_block_size"] = field(default_factory=dict)
     divergence_factor: float | None = 100.0
     gradient: GradientSource = "zeroth_order"
     prefix_reuse: bool = True
@@ -110,7 +121,7 @@ class ZOConfig:
         if self.clip is not None and not self.clip > 0:
             raise ValueError(f"`clip` must be > 0 or None (no clipping), got {self.clip}.")
         check_eps_schedule(self.eps_schedule, self.eps_final_ratio)
-        self.lr_scales = check_scales(dict(self.lr_scales or {}), "lr_scales")
+        self.lr_scales = check_lr_scales(self.lr_scales)
         check_int_at_least(self.max_nonfinite, 1, "max_nonfinite")
         if self.divergence_factor is not None and not self.divergence_factor > 1:
             raise ValueError(f"`divergence_factor` must be > 1 or None (no check), got {self.divergence_factor}.")

@@ -201,3 +201,29 @@ def test_query_parallelism_applies_every_ranks_direction(monkeypatch):
     for entry, b in zip(engine.plan(5), before):
         expected = -0.1 * (own * entry.direction_at(own_seed) + other * entry.direction_at(other_seed)) / 2
         torch.testing.assert_close(entry.param.detach() - b, expected, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("rule", ["by_block_size", {"by_block_size": 1.0, r"^0\.": 3.0}])
+def test_by_block_size_scales_each_blocks_step_by_the_ratio_of_stable_steps(rule):
+    from zolightning.structures import BlockSelection
+
+    def move(lr_scales, step):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Tanh(), torch.nn.Linear(5, 2))
+        x, y = torch.randn(8, 6), torch.randint(0, 2, (8,))
+        before = [p.detach().clone() for p in model.parameters()]
+        optimizer = ZOSGD(list(model.named_parameters()), lr=1e-2)
+        engine = engine_of(optimizer, seed=3, lr_scales=lr_scales, prefix_reuse=False, restore="snapshot")
+        engine.install(BlockSelection("linear"), module=model)
+        optimizer.step(cross_entropy(model, x, y), step=step)  # step 0: block "0" (35 weights); 1: block "2" (12)
+        return [(p.detach().double() - b.double()) for p, b in zip(model.parameters(), before)]
+
+    extra = 3.0 if isinstance(rule, dict) else 1.0
+    total = 6 * 5 + 5 + 5 * 2 + 2
+    for step, active, idle, d, factor in [(0, (0, 1), (2, 3), 35, extra), (1, (2, 3), (0, 1), 12, 1.0)]:
+        plain, scaled = move({}, step), move(rule, step)
+        for i in active:
+            assert plain[i].abs().sum() > 0
+            torch.testing.assert_close(scaled[i], plain[i] * factor * (total + 2) / (d + 2), rtol=1e-3, atol=1e-7)
+        for i in idle:
+            assert scaled[i].abs().sum() == 0

@@ -4,7 +4,7 @@ The flow of :meth:`StepEngine.step` (``docs/architecture.md`` lists it call by c
 
 1. seeds: q per step, derived from (``zo.seed``, step, direction), rank-offset under query parallelism;
 2. plan: the update rule's trainable tensors with ε (``zo.eps_schedule``), through the structure, with
-   ``zo.lr_scales``, then the rule's own preparation (HiZOO's preconditioning);
+   ``zo.lr_scales`` (regexes and the ``by_block_size`` rule), then the rule's own preparation (HiZOO's preconditioning);
 3. evaluations: the estimator walks a :class:`~zolightning.estimators.Probe` through its points, calling the
    objective (the only call out of the engine);
 4. cross-rank reduce (mean) or gather (query parallelism) of the few numbers the estimator measured;
@@ -19,7 +19,6 @@ Nothing here calls back into a LightningModule; the engine works the same under 
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import replace
@@ -38,6 +37,7 @@ from zolightning.estimators.registry import create_estimator
 from zolightning.functional import collectives
 from zolightning.functional.eps_schedule import eps_factor
 from zolightning.functional.estimate import DirectionalEstimate, LossFn
+from zolightning.functional.lr_scaling import BY_BLOCK_SIZE, block_size_scale, regex_scale
 from zolightning.functional.noise import step_seed
 from zolightning.functional.perturbation import PerturbationPlan
 from zolightning.functional.rounding import FULL_PRECISION
@@ -150,8 +150,13 @@ class StepEngine:
                 "perturb. Unfreeze what should be trained, e.g. `module.requires_grad_(True)` or the head's parameters."
             )
         plan = self.structure.plan(tensors, step)
-        if self.config.lr_scales:
-            plan = [replace(entry, lr_scale=self._lr_scale(entry.name)) for entry in plan]
+        scales = self.config.lr_scales
+        if scales:
+            block = 1.0
+            if BY_BLOCK_SIZE in scales:
+                total = sum(t.param.numel() for t in tensors)
+                block = scales[BY_BLOCK_SIZE] * block_size_scale(sum(e.param.numel() for e in plan), total)
+            plan = [replace(entry, lr_scale=block * self._lr_scale(entry.name)) for entry in plan]
         return rule.prepare_plan(plan)
 
     @torch.no_grad()
@@ -318,8 +323,7 @@ class StepEngine:
     def _lr_scale(self, name: str) -> float:
         """``zo.lr_scales``' multiplier for the parameter ``name`` (the first matching regex; 1 if none)."""
         if name not in self._lr_scales:
-            matches = (scale for pattern, scale in self.config.lr_scales.items() if re.search(pattern, name))
-            self._lr_scales[name] = float(next(matches, 1.0))
+            self._lr_scales[name] = regex_scale(self.config.lr_scales, name)
         return self._lr_scales[name]
 
     # ------------------------------------------------------------------------------------------------ state
