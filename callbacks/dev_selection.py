@@ -20,6 +20,7 @@ from torch.utils.hooks import RemovableHandle
 from typing_extensions import override
 
 from zolightning.callbacks.held_out_evaluation import HeldOutEvaluation
+from zolightning.callbacks.result_line import not_scored, print_result
 from zolightning.functional.checks import check_choice, check_int_at_least
 from zolightning.functional.confusion import confusion_scores
 from zolightning.run_results import record_result
@@ -35,7 +36,9 @@ class DevSelection(Callback):
     Args:
         every_n_steps: evaluate on the validation split every this many optimizer steps (default 100), and after the
             last step. With no training step at all (``max_steps: 0``, a zero-shot run) the initial model is the only
-            candidate.
+            candidate. A fit that starts training but is stopped before its first step (a callback set
+            ``trainer.should_stop``, as ``ZOLearningRateFinder(stop_after=True)`` does) selects nothing and scores no
+            split: one line says so, and :attr:`result` stays ``None``.
         monitor: the dev score that chooses: ``accuracy`` (default), ``macro_f1`` or ``balanced_accuracy``. Ties keep
             the earlier checkpoint.
         restore_best: leave the best weights in the module at the end (default ``True``); otherwise the final ones.
@@ -70,13 +73,14 @@ class DevSelection(Callback):
         self._hook: RemovableHandle | None = None
         self._train_seconds = 0.0
         self._train_started: float | None = None
+        self._started_at: int | None = None  # global_step when this fit's training started
 
     # ------------------------------------------------------------------------------------------------------ hooks
 
     @override
     def on_fit_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self.history, self.best, self.result = [], None, None
-        self._forwards, self._train_seconds = 0, 0.0
+        self._forwards, self._train_seconds, self._started_at = 0, 0.0, None
         folder = trainer.log_dir if trainer.loggers else None
         if folder is None or not trainer.is_global_zero:
             folder = tempfile.mkdtemp(prefix="zolightning-dev-selection-")
@@ -91,6 +95,7 @@ class DevSelection(Callback):
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._train_started = time.perf_counter()
+        self._started_at = trainer.global_step
 
     @override
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
@@ -115,6 +120,11 @@ class DevSelection(Callback):
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self._hook is not None:
             self._hook.remove()
+        # Training started and stopped at once (a zero-shot run never starts it): no candidate was ever trained.
+        if self._started_at is not None and trainer.global_step == self._started_at:
+            if self.verbose:
+                print_result(trainer, f"Selected on dev: nothing; {not_scored()}.")
+            return
         if not self._evaluated_at(trainer.global_step):
             self._evaluate_dev(trainer, pl_module)
         assert self.best is not None
@@ -136,8 +146,8 @@ class DevSelection(Callback):
         for logger in trainer.loggers:
             logger.log_metrics(metrics, step=trainer.global_step)
         record_result(trainer, "dev_selection", self.result)
-        if self.verbose and trainer.is_global_zero:
-            print(self.summary(), flush=True)
+        if self.verbose:
+            print_result(trainer, self.summary())
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
@@ -185,9 +195,10 @@ class DevSelection(Callback):
         if improved:
             self.best = entry
             self._save_best(pl_module)
-        if self.verbose and trainer.is_global_zero:
+        if self.verbose:
             mark = " (best)" if improved else ""
-            print(f"dev @ step {trainer.global_step}: {self.monitor} {100 * scores[self.monitor]:.2f}%{mark}", flush=True)
+            score = f"{self.monitor} {100 * scores[self.monitor]:.2f}%"
+            print_result(trainer, f"dev @ step {trainer.global_step}: {score}{mark}")
 
     def _save_best(self, pl_module: LightningModule) -> None:
         assert self._best_file is not None

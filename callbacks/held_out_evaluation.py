@@ -22,6 +22,7 @@ from torch import Tensor
 from torchmetrics.functional.classification import multiclass_confusion_matrix
 from typing_extensions import override
 
+from zolightning.callbacks.result_line import not_scored, print_result
 from zolightning.functional.confusion import confusion_image
 
 __all__ = ["HeldOutEvaluation", "LabelPredictor"]
@@ -39,6 +40,11 @@ class LabelPredictor(Protocol):
 class HeldOutEvaluation(Callback):
     """Accuracy on a held-out split at the start of training (before any update) and at its end, also when the run is
     interrupted (Ctrl-C, an exception): the summary then says where it stopped.
+
+    A fit that ends before its first step (a callback set ``trainer.should_stop`` at the start, as
+    ``ZOLearningRateFinder(stop_after=True)`` does) has nothing to compare: the split is not evaluated at all, and
+    one line says so. The first evaluation therefore runs when the first training epoch starts, after every
+    callback's ``on_train_start``.
 
     Args:
         split: ``"test"`` (default) evaluates the data module's ``test_dataloader()``; ``"val"`` its
@@ -78,6 +84,8 @@ class HeldOutEvaluation(Callback):
         self.accuracy_after: float | None = None
         self.confusion: Tensor | None = None  # (C, C) counts of the latest evaluation
         self.examples: int = 0
+        self._started_at: int | None = None  # global_step when this fit's training started
+        self._before_pending = False
 
     @property
     def state_key(self) -> str:
@@ -87,19 +95,42 @@ class HeldOutEvaluation(Callback):
 
     @override
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self.accuracy_after = None
-        self.accuracy_before = self.evaluate(trainer, pl_module)
-        self._log(trainer, {"accuracy_before": self.accuracy_before})
+        self.accuracy_before = self.accuracy_after = None
+        self._started_at, self._before_pending = trainer.global_step, True
+
+    @override
+    def on_train_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        # Here rather than in `on_train_start`: a callback after this one may end the fit there (a finder's
+        # `stop_after`), and a split scored for a run that takes no step is time spent on nothing.
+        if not self._before_pending:
+            return
+        self._before_pending = False
+        if not trainer.should_stop:
+            self.accuracy_before = self.evaluate(trainer, pl_module)
+            self._log(trainer, {"accuracy_before": self.accuracy_before})
 
     @override
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self._took_no_step(trainer):
+            self._report_not_scored(trainer)
+            return
         self._finish(trainer, pl_module, interrupted=False)
 
     @override
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         # Ctrl-C (or a failure) after the first evaluation: report where the run got to, with the weights it has.
         if self.accuracy_before is not None and self.accuracy_after is None and isinstance(exception, KeyboardInterrupt):
+            if self._took_no_step(trainer):
+                self._report_not_scored(trainer)
+                return
             self._finish(trainer, pl_module, interrupted=True)
+
+    def _took_no_step(self, trainer: Trainer) -> bool:
+        return self._started_at is not None and trainer.global_step == self._started_at
+
+    def _report_not_scored(self, trainer: Trainer) -> None:
+        if self.verbose:
+            print_result(trainer, f"Held-out {self.split} accuracy: {not_scored(self.split)}.")
 
     def _finish(self, trainer: Trainer, pl_module: LightningModule, interrupted: bool) -> None:
         self.accuracy_after = self.evaluate(trainer, pl_module)
@@ -109,8 +140,8 @@ class HeldOutEvaluation(Callback):
         self._log(trainer, metrics)
         for logger in trainer.loggers:
             logger.log_metrics({"hp_metric": self.accuracy_after}, step=trainer.global_step)
-        if self.verbose and trainer.is_global_zero:
-            print(self.summary(trainer.global_step) + (" (interrupted)" if interrupted else ""), flush=True)
+        if self.verbose:
+            print_result(trainer, self.summary(trainer.global_step) + (" (interrupted)" if interrupted else ""))
 
     def _class_accuracies(self, trainer: Trainer) -> dict[str, float]:
         assert self.confusion is not None

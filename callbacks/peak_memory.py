@@ -15,6 +15,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from typing_extensions import override
 
+from zolightning.callbacks.result_line import print_result
 from zolightning.run_results import record_result
 
 __all__ = ["PeakMemory"]
@@ -74,5 +75,5 @@ class PeakMemory(Callback):
         for logger in trainer.loggers:
             logger.log_metrics({"memory/peak_mib": mib}, step=trainer.global_step)
         record_result(trainer, "peak_memory", {"peak_mib": round(mib, 1), "kind": self.kind})
-        if self.verbose and trainer.is_global_zero:
-            print(f"Peak memory ({self.kind}): {mib:,.0f} MiB", flush=True)
+        if self.verbose:
+            print_result(trainer, f"Peak memory ({self.kind}): {mib:,.0f} MiB")

@@ -34,7 +34,8 @@ class ZODiagnostics(Callback):
     - the image ``diagnostics/block_activity``: one row per block, one column per step (the last ``image_steps``),
       coloured by |projected gradient| where the block was active, grey where it was not.
 
-    At the end of the fit and of a test, the final ``val*`` and ``test*`` metrics fill TensorBoard's hparams tab.
+    At the end of the fit and of a test, the final ``val*`` and ``test*`` metrics are logged again as ``hp/<name>``;
+    the module registers them as columns of the run's one hparams header (:mod:`zolightning.run_hparams`).
 
     Args:
         every_n_steps: steps between measurements (default 50). Other steps cost nothing but one selection call.
@@ -140,12 +141,12 @@ class ZODiagnostics(Callback):
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
             self._log_image(trainer, trainer.global_step)
-            self._log_final_metrics(trainer, pl_module)
+            self._log_final_metrics(trainer)
 
     @override
     def on_test_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if trainer.is_global_zero:
-            self._log_final_metrics(trainer, pl_module)
+            self._log_final_metrics(trainer)
 
     # ----------------------------------------------------------------------------------------------- logging
 
@@ -184,7 +185,8 @@ class ZODiagnostics(Callback):
                 experiment.add_image("diagnostics/block_activity", image.numpy(), step, dataformats="HWC")
 
     @staticmethod
-    def _log_final_metrics(trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def _log_final_metrics(trainer: pl.Trainer) -> None:
+        # Plain scalars, not a `log_hyperparams` call: a second hparams header would be hidden by the run's first.
         final = {
             f"hp/{name}": float(value)
             for name, value in trainer.callback_metrics.items()
@@ -193,21 +195,4 @@ class ZODiagnostics(Callback):
         if not final:
             return
         for logger in trainer.loggers:
-            logger.log_hyperparams(_flat_hparams(pl_module.hparams), metrics=final)
-
-
-def _flat_hparams(hparams: Any) -> dict[str, Any]:
-    """Scalar hyperparameters, nested keys joined with '/', as TensorBoard's hparams tab takes them."""
-    flat: dict[str, Any] = {}
-
-    def visit(prefix: str, value: Any) -> None:
-        if isinstance(value, dict) or hasattr(value, "items"):
-            for key, inner in value.items():
-                visit(f"{prefix}/{key}" if prefix else str(key), inner)
-        elif isinstance(value, (int, float, str, bool)) or value is None:
-            flat[prefix] = value if value is not None else "None"
-        else:
-            flat[prefix] = str(value)
-
-    visit("", hparams)
-    return flat
+            logger.log_metrics(final, step=trainer.global_step)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import math
-
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from zolightning.cli import DEFAULT_CONFIG, ZOLightningCLI, main, with_default_config
+from zolightning.cli import DEFAULT_CONFIG, ZOLightningCLI, console_main, main, with_default_config
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 ZO_TAGS = ["train/loss", "train/projected_grad", "train/lr", "train/eps", "train/time_forward", "train/time_perturb_update"]
@@ -215,3 +216,67 @@ def test_an_lr_scheduler_section_steps_every_optimizer_step_and_lr_scales_takes_
     assert all(later < earlier for earlier, later in zip(lrs, lrs[1:]))
     assert cli.trainer.optimizers[0].param_groups[0]["lr"] == pytest.approx(0.0, abs=1e-12)
     assert cli.model.zo_config.lr_scales == {"by_block_size": 1.0}
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_command(*command: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300, check=False)
+
+
+def test_the_command_exits_0_after_a_successful_run_and_2_after_an_argument_error(tmp_path):
+    # The console script did `sys.exit(main())` with main returning the CLI object: every successful run exited 1.
+    script = Path(sys.executable).parent / "zolightning"
+    quick = ["--trainer.max_steps", "2", "--trainer.limit_val_batches", "0", "--trainer.logger", "false"]
+    done = run_command(str(script), "fit", "--config", str(CONFIGS / "smoke.yaml"), *quick, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "ZOLightningCLI object" not in done.stdout + done.stderr
+    typo = run_command(sys.executable, str(REPO / "train.py"), "fit", "--config", str(CONFIGS / "smoke.yaml"),
+                       "--trainer.max_stepz", "2", cwd=tmp_path)
+    assert typo.returncode == 2 and "max_stepz" in typo.stderr
+
+
+def test_console_main_returns_0_and_main_still_returns_the_cli(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    quick = ["fit", "--config", str(CONFIGS / "smoke.yaml"), "--trainer.max_steps", "1", "--trainer.limit_val_batches",
+             "0", "--trainer.logger", "false"]
+    assert console_main(quick) == 0
+    cli = main([*quick, "--trainer.max_steps", "2", "--trainer.default_root_dir", str(tmp_path / "second")])
+    assert isinstance(cli, ZOLightningCLI) and cli.trainer.global_step == 2
+
+
+def short_error(capsys, *args: str) -> str:
+    """stderr of a run that must end as an argument error (exit status 2)."""
+    with pytest.raises(SystemExit) as exit_info:
+        main(["fit", "--config", str(CONFIGS / "smoke.yaml"), *args])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) < 6, err  # was 19 lines of jsonargparse's nested Union report
+    assert "Union" not in err and "Given value" not in err, err
+    return err
+
+
+@pytest.mark.parametrize(
+    ("option", "owner", "key", "close"),
+    [("--model.init_args.zo.sede", "ZO", "sede", "seed"),
+     ("--data.init_args.bach_size", "TextClassificationDataModule", "bach_size", "batch_size"),
+     ("--model.init_args.num_clases", "SequenceClassificationTask", "num_clases", "num_classes")],
+)
+def test_a_typo_in_a_nested_key_is_one_short_error_with_a_close_match(capsys, option, owner, key, close):
+    err = short_error(capsys, option, "4")
+    assert f"error: Unknown {owner} option(s) ['{key}'] (did you mean '{close}'?); the options are [" in err
+
+
+def test_a_value_the_data_module_refuses_is_its_own_message(capsys):
+    err = short_error(capsys, "--data.init_args.batch_size", "0")  # raised inside the data module's __init__
+    assert "error: TextClassificationDataModule: `batch_size` must be a positive integer, got 0." in err
+    err = short_error(capsys, "--data.init_args.padding_side", "middle")  # refused by its type, while parsing
+    assert "error: `padding_side` of TextClassificationDataModule: Expected a typing.Literal['right', 'left']" in err
+
+
+def test_a_typo_in_a_config_file_reads_the_same(capsys, tmp_path):
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("model:\n  init_args:\n    zo:\n      sede: 1\n")
+    err = short_error(capsys, "--config", str(typo))
+    assert "Unknown ZO option(s) ['sede'] (did you mean 'seed'?)" in err

@@ -1,9 +1,12 @@
 """The command line: ``LightningCLI`` with YAML configs, OmegaConf interpolation and the model in subclass mode.
 
 ``zolightning fit --config configs/mezo.yaml`` (or ``python train.py …``) trains; ``zolightning fit`` alone runs the
-default demo (``configs/demo.yaml``). Any ``ZOLightningModule`` subclass and any ``LightningDataModule`` can be named
-by ``class_path``, including the user's own, imported from the working directory; the optimizer comes from the
-``optimizer:`` section (e.g. ``zolightning.optim.ZOSGD``) or from the model's ``configure_optimizers``.
+default demo (``configs/demo.yaml``); ``zolightning fit --config mezo`` names a shipped recipe from any directory, and
+``zolightning recipes`` lists them (:mod:`zolightning.recipes`). Any ``ZOLightningModule`` subclass and any
+``LightningDataModule`` can be named by ``class_path``, including the user's own, imported from the working
+directory; the optimizer comes from the ``optimizer:`` section (e.g. ``zolightning.optim.ZOSGD``) or from the model's
+``configure_optimizers``. The exit status is 0 after a successful run, 2 for an argument error (one short line, see
+:mod:`zolightning.cli_errors`) and 1 for a failed run.
 """
 
 from __future__ import annotations
@@ -15,24 +18,28 @@ import warnings
 from argparse import RawDescriptionHelpFormatter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from jsonargparse import DefaultHelpFormatter, set_parsing_settings
 from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import ProgressBar
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 from typing_extensions import override
 
 from zolightning.callbacks.zo_progress_bar import ZOProgressBar
+from zolightning.cli_errors import innermost_instantiation_error, innermost_parse_error
 from zolightning.module import ZOLightningModule
+from zolightning.recipes import RECIPES, RecipeNotFound, format_recipes, with_recipes
 
 DESCRIPTION = """Zeroth-order (MeZO-style) training with Lightning: forward passes only, memory close to inference.
 
   zolightning fit                                      the demo (configs/demo.yaml)
-  zolightning fit --config configs/mezo_bcd.yaml       a recipe (MeZO-BCD)
+  zolightning fit --config configs/mezo_bcd.yaml       a recipe (MeZO-BCD), by its path
+  zolightning fit --config mezo_bcd                    a shipped recipe by name, from any directory
+  zolightning recipes                                  the shipped recipes, one line each
   zolightning fit --model mine.MyZOModule --data mine.MyData   your own classes, imported from this folder
   zolightning fit --config run.yaml --ckpt_path CKPT   resume exactly, mid-epoch included
 
@@ -42,11 +49,23 @@ ZO settings are the model's `zo:` key (--model.init_args.zo.seed, .estimator, .n
 --trainer.callbacks (BlockRotation, SparsityMask, LowRankRefresh, StructureCallback).
 """
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "configs" / "demo.yaml"
+# Shipped inside the package (`configs/` of the repository links to it), so that a wheel install finds it too.
+DEFAULT_CONFIG = RECIPES / "demo.yaml"
 
 
 class _HelpFormatter(RawDescriptionHelpFormatter, DefaultHelpFormatter):
     """jsonargparse's help, with the description's lines kept as written."""
+
+
+class ZOArgumentParser(LightningArgumentParser):
+    """Lightning's parser, whose errors say the innermost problem in one line (see :mod:`zolightning.cli_errors`)
+    instead of jsonargparse's nested report of every subtype tried."""
+
+    @override
+    def error(self, message: str, ex: Exception | None = None) -> NoReturn:
+        # A class's own parser, nested in a Union, raises to its parent (`exit_on_error` off), whose report nests
+        # them all: only the parser that prints reads the whole report for its innermost problem.
+        super().error(innermost_parse_error(message) if self.exit_on_error else message, ex)
 
 
 class ZOLightningCLI(LightningCLI):
@@ -69,8 +88,24 @@ class ZOLightningCLI(LightningCLI):
             subclass_mode_data=True,
             parser_kwargs=parser_kwargs,
             args=args,
-            **kwargs,
+            **{"parser_class": ZOArgumentParser, **kwargs},
         )
+
+    @override
+    def instantiate_classes(self) -> None:
+        """Lightning's, except that a model's or data module's ``__init__`` refusing a value ends the run like an
+        argument error (its own message, exit status 2), not with jsonargparse's nested report in a traceback."""
+        try:
+            super().instantiate_classes()
+        except ValueError as error:
+            innermost = innermost_instantiation_error(error)
+            if innermost is None:
+                raise
+            message, cause = innermost
+            if not isinstance(cause, (ValueError, TypeError)):
+                raise cause from None  # a bug in the class rather than a refused value: its own traceback helps
+            # The subcommand's parser, so that the usage line and the tip are those of `fit`.
+            getattr(self, "_subcommand_parsers", {}).get(self.subcommand, self.parser).error(message)
 
 
     @staticmethod
@@ -130,17 +165,41 @@ def quiet_upstream_noise() -> None:
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_DropTips())
 
 
-def main(args: Sequence[str] | None = None) -> ZOLightningCLI:
-    """Entry point of ``zolightning`` and ``train.py``. Modules in the working directory can be named by class path."""
+def _prepare(args: Sequence[str]) -> list[str]:
+    """``args`` with the default demo config and shipped recipes' paths filled in; a ``--config`` naming neither a
+    file nor a recipe exits with status 2 (as an argument error does), listing the recipes."""
+    try:
+        return with_recipes(with_default_config(args))
+    except RecipeNotFound as error:
+        print(f"error: {error}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def main(args: Sequence[str] | None = None) -> ZOLightningCLI | None:
+    """The CLI from Python: ``args`` (default: the command line) run, and the finished :class:`ZOLightningCLI`
+    returned (``None`` for ``recipes``, which only prints the shipped recipes). Modules in the working directory can
+    be named by class path. Argument errors raise ``SystemExit(2)``; a failing run raises its exception."""
     quiet_upstream_noise()
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    given = list(sys.argv[1:] if args is None else args)
+    if given[:1] == ["recipes"]:
+        print(format_recipes())
+        return None
     if args is not None:
-        return ZOLightningCLI(args=with_default_config(args))
+        return ZOLightningCLI(args=_prepare(given))
     # Read from the command line (not passed as `args`, which LightningCLI warns about beside a command line).
-    sys.argv = [sys.argv[0], *with_default_config(sys.argv[1:])]
+    sys.argv = [sys.argv[0], *_prepare(given)]
     return ZOLightningCLI()
 
 
+def console_main(args: Sequence[str] | None = None) -> int:
+    """The ``zolightning`` command, ``train.py`` and ``python -m zolightning.cli``: :func:`main`, then exit status 0.
+    Only success returns: argument errors exit with status 2 and a failing run's exception exits with 1 (its
+    traceback printed), so that scripts and the multi-seed driver can trust the status."""
+    main(args)
+    return 0
+
+
 if __name__ == "__main__":
-    main()
+    sys.exit(console_main())

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Literal
 
 from zolightning.estimators.registry import check_estimator_name
-from zolightning.functional.checks import check_choice, check_int_at_least, check_non_negative
+from zolightning.functional.checks import check_choice, check_int_at_least, check_non_negative, unknown_options_message
 from zolightning.functional.eps_schedule import EpsSchedule, check_eps_schedule
 from zolightning.functional.lr_scaling import check_lr_scales
 from zolightning.functional.estimate import RestoreMode
@@ -66,12 +66,17 @@ class ZOConfig:
               best step along a d-dimensional Gaussian direction is 1 / (λ·(d + 2)) for a curvature λ per coordinate
               (:func:`~zolightning.functional.lr_scaling.block_size_scale` derives it), so one lr, the dense lr,
               then suits blocks of any size: a 28M-weight embedding block gets 8× less than a 3.5M-weight layer.
-              Dense steps are unchanged (d = D);
+              Blocks below the median block size count as median-sized (a norm's coordinates are far more curved
+              than a matrix's). Dense steps are unchanged (d = D);
             - both: ``{"by_block_size": 1, "^head\\\\.": 10}`` (the key ``by_block_size`` is the rule, the others
               regexes; the multipliers multiply).
         divergence_factor: stop with an error naming the learning rate when the loss stays more than this many times
             its starting scale above its best value for 3 updates in a row: the signature of a backprop learning rate
             used for ZO (default 100; ``None`` turns the check off).
+        loss_rise_factor: warn once (training goes on) when the median of the last 50 update losses grows to more
+            than this many times its best: a learning rate a few times too large for ZO, far below
+            ``divergence_factor`` (default 2; ``None`` turns the warning off;
+            :class:`~zolightning.engine.guards.LossRiseGuard`).
         gradient: ``zeroth_order`` (default): every step is a ZO step of the engine. ``backprop``: the same module
             trains by backpropagation with its (plain ``torch.optim``) optimizer instead, one ``backward`` per step
             (``accumulate_batches`` micro-batches per update), for a first-order baseline in the same task, one
@@ -99,6 +104,7 @@ class ZOConfig:
     eps_final_ratio: float = 0.1
     lr_scales: dict[str, float] | Literal["by_block_size"] = field(default_factory=dict)
     divergence_factor: float | None = 100.0
+    loss_rise_factor: float | None = 2.0
     gradient: GradientSource = "zeroth_order"
     prefix_reuse: bool = True
 
@@ -125,6 +131,8 @@ class ZOConfig:
         check_int_at_least(self.max_nonfinite, 1, "max_nonfinite")
         if self.divergence_factor is not None and not self.divergence_factor > 1:
             raise ValueError(f"`divergence_factor` must be > 1 or None (no check), got {self.divergence_factor}.")
+        if self.loss_rise_factor is not None and not self.loss_rise_factor > 1:
+            raise ValueError(f"`loss_rise_factor` must be > 1 or None (no warning), got {self.loss_rise_factor}.")
 
     @classmethod
     def coerce(cls, value: ZOConfig | Mapping[str, Any] | None, **overrides: Any) -> ZOConfig:
@@ -145,5 +153,5 @@ class ZOConfig:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(base) - known)
         if unknown:
-            raise TypeError(f"Unknown ZO option(s) {unknown}; the options are {sorted(known)}.")
+            raise TypeError(unknown_options_message("ZO", unknown, known))
         return cls(**base)

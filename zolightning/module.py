@@ -28,14 +28,23 @@ from zolightning.functional.estimate import DirectionalEstimate
 from zolightning.optim.gradient_update import GradientUpdate
 from zolightning.optim.optimizer import ZOOptimizer
 from zolightning.optim.sgd import ZOSGD
+from zolightning.run_hparams import hold_lightning_hparams, log_run_hparams, optimizer_hparams, register_final_metrics
 from zolightning.structures.base import PerturbationStructure
 from zolightning.step_logging import StepLogging
 from zolightning.training_step import evaluation_mode, extract_loss, zo_training_step
-from zolightning.trainer_checks import check_half_precision_updates, check_trainer_for_zo, step_schedulers
+from zolightning.trainer_checks import (
+    check_adaptive_optimizer,
+    check_half_precision_updates,
+    check_trainer_for_zo,
+    step_schedulers,
+)
 
 # Lightning advises manual-optimization users to snapshot weights before `optimizer.step()` for ModelCheckpoint; a ZO
 # step has no such moment to save (the step restores its perturbations itself), so the advice does not apply.
 _NOT_FOR_ZO = "Using ModelCheckpoint with manual optimization and every_n_train_steps"
+# Lightning's own use of a torch API that torch deprecated (`isinstance(treespec, LeafSpec)`, a FutureWarning printed
+# on every fit): nothing in the user's code can act on it. Filtered for the fit only, like the advice above.
+_LIGHTNING_PYTREE = r".*isinstance\(treespec, LeafSpec\)"
 
 
 class ZOLightningModule(StepLogging, LightningModule):
@@ -172,14 +181,8 @@ class ZOLightningModule(StepLogging, LightningModule):
                     )
             engine.bind(GradientUpdate(optimizer, eps=1e-3 if config.eps is None else config.eps))
         check_half_precision_updates(self, optimizer, isinstance(optimizer, ZOOptimizer))
+        check_adaptive_optimizer(optimizer, zo_estimates=config.gradient != "backprop")
         engine.names = {id(p): name for name, p in self.named_parameters()}
-        # The settings the run really used go to the loggers' hparams (the optimizer's own, not `zo:`'s defaults).
-        group = {k: v for k, v in optimizer.param_groups[0].items() if isinstance(v, (int, float, str, bool, tuple))}
-        if isinstance(engine.rule, GradientUpdate):
-            group["zo_eps"] = engine.rule.eps
-        # Logged, not saved as a hyperparameter: a checkpoint's hyperparameters are the module's init arguments.
-        for logger in self.loggers:
-            logger.log_hyperparams({"optimizer": {"class": type(optimizer).__name__, **group}})
         trainer = self.trainer
         total = trainer.max_steps
         if total is None or total < 0:
@@ -191,7 +194,16 @@ class ZOLightningModule(StepLogging, LightningModule):
     def on_fit_start(self) -> None:
         # Bind before Lightning restores the optimizer's state (it does so after this hook), so that the engine's
         # counters in that state land in this module's engine.
-        self._bind_engine(self.zo_optimizer().optimizer)
+        optimizer = self.zo_optimizer().optimizer
+        self._bind_engine(optimizer)
+        # One hparams header with all the run used (its optimizer's own settings, not `zo:`'s defaults), written
+        # before Lightning's, which it holds back. Logged, not saved: a checkpoint keeps the init arguments.
+        rule = self.zo_engine.rule
+        log_run_hparams(self, optimizer_hparams(optimizer, rule.eps if isinstance(rule, GradientUpdate) else None))
+
+    @override
+    def on_fit_end(self) -> None:
+        register_final_metrics(self)  # after every callback's `on_fit_end`: the final metrics are logged by now
 
     @override
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -318,6 +330,7 @@ class ZOLightningModule(StepLogging, LightningModule):
     def setup(self, stage: str) -> None:
         # The ZO settings are part of the run's hyperparameters (logged and checkpointed).
         self.hparams["zo"] = asdict(self.zo_config)
+        hold_lightning_hparams(self, stage)
         if stage == "fit":
             self._check_trainer()
 
@@ -338,3 +351,4 @@ class ZOLightningModule(StepLogging, LightningModule):
         self._zo_quiet = ExitStack()
         self._zo_quiet.enter_context(warnings.catch_warnings())
         warnings.filterwarnings("ignore", message=_NOT_FOR_ZO)
+        warnings.filterwarnings("ignore", message=_LIGHTNING_PYTREE)

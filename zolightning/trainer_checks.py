@@ -7,7 +7,7 @@ from typing import Any
 
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.types import LRSchedulerConfig
-from torch import nn
+from torch import nn, optim
 
 from zolightning.functional.rounding import FULL_PRECISION
 
@@ -110,6 +110,41 @@ def check_half_precision_updates(module: Any, optimizer: Any, zo_optimizer: bool
         "writes its updates into them rounded to nearest: updates below half a unit in the last place are lost, and "
         "it has no setting against that. Use a ZO optimizer (`zolightning.optim.ZOSGD` or `ZOAdam`, which round "
         "stochastically by default), or keep fp32 weights with `precision='bf16-mixed'`."
+    )
+
+
+# torch.optim optimizers that divide each coordinate's step by its own running scale (subclasses count too). The ZO
+# optimizers (`zolightning.optim`, ZOAdam included) derive from none of them.
+ADAPTIVE_OPTIMIZERS: tuple[type[optim.Optimizer], ...] = (
+    optim.Adam, optim.AdamW, optim.Adamax, optim.NAdam, optim.RAdam, optim.RMSprop, optim.Adagrad,
+)
+ADAPTIVE_LR_LIMIT = 1e-4
+"""The largest lr at which an adaptive optimizer on ZO estimates passes without a warning: each weight then moves by
+at most about 1e-4 per step."""
+
+
+def check_adaptive_optimizer(optimizer: Any, zo_estimates: bool) -> None:
+    """Warn when an adaptive ``torch.optim`` optimizer (:data:`ADAPTIVE_OPTIMIZERS`) steps on ZO estimates with an lr
+    above :data:`ADAPTIVE_LR_LIMIT` (1e-4) in any param group. ``zo_estimates``: whether its gradients are ZO
+    estimates (``False`` under ``zo.gradient: backprop``, where Adam is the right tool).
+
+    Why: the estimate g·z is one number times a random direction, and dividing each coordinate by its own scale
+    turns it into a ±lr step of every weight: a random walk of size lr per step that the loss cannot follow down.
+    """
+    if not zo_estimates or not isinstance(optimizer, ADAPTIVE_OPTIMIZERS):
+        return
+    lr = max(float(group["lr"]) for group in optimizer.param_groups)
+    if lr <= ADAPTIVE_LR_LIMIT:
+        return
+    name = type(optimizer).__name__
+    rank_zero_warn(
+        f"{name}(lr={lr:g}) steps on zeroth-order estimates, and {name} normalises each coordinate by its own "
+        "running scale: the estimate g·z is one number times a random direction (rank one), so that normalisation "
+        f"makes it a move of about ±lr = {lr:g} of every weight, in a random direction, at each step, and the loss "
+        "tends to drift up instead of down. Use a ZO optimizer: `zolightning.optim.ZOSGD` (MeZO's ZO-SGD), or "
+        "`ZOAdam` (Adam's moments over the ZO estimate) at lr 1e-4 or below (also `ZOSGDSign`, `ZOSGDCons`, "
+        f"`HiZOO`); or keep {name} with lr <= {ADAPTIVE_LR_LIMIT:g}. The `zolightning.callbacks.ZOLearningRateFinder` "
+        "callback measures a learning rate for the run."
     )
 
 

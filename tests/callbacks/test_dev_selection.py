@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, Trainer
 from torch.utils.data import DataLoader
 
 from tests.conftest import trainer_kwargs
@@ -109,3 +109,25 @@ def test_arguments_are_checked():
         DevSelection(every_n_steps=0)
     with pytest.raises(ValueError, match="monitor"):
         DevSelection(monitor="loss")
+
+
+def test_a_fit_stopped_before_its_first_step_selects_nothing_and_scores_no_split(tmp_path, capsys):
+    class StopAtStart(Callback):  # as `ZOLearningRateFinder(stop_after=True)` does
+        def on_train_start(self, trainer, pl_module):
+            trainer.should_stop = True
+
+    class Counted(Scheduled):
+        scored = 0
+
+        def predict_labels(self, batch):
+            Counted.scored += 1
+            return super().predict_labels(batch)
+
+    selection = DevSelection(every_n_steps=2)
+    trainer = Trainer(max_steps=8, callbacks=[selection, StopAtStart()], limit_val_batches=0, default_root_dir=tmp_path,
+                      **trainer_kwargs())
+    trainer.fit(Counted(), SplitData())
+    assert trainer.global_step == 0 and Counted.scored == 0 and selection.result is None
+    assert capsys.readouterr().out.splitlines() == [
+        "Selected on dev: nothing; the test set was not scored, because training stopped before its first step."
+    ]

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 import torch
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.loggers import Logger
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
@@ -191,3 +191,23 @@ def test_a_run_stopped_with_ctrl_c_still_reports_where_it_got_to(capsys):
     out = capsys.readouterr().out
     assert callback.accuracy_after is not None
     assert "Held-out test accuracy (96 examples)" in out and "after 3 steps (interrupted)" in out
+
+
+class StopAtStart(Callback):
+    """Ends the fit before its first step, as `ZOLearningRateFinder(stop_after=True)` does, from after the evaluator."""
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        trainer.should_stop = True
+
+
+def test_a_fit_stopped_before_its_first_step_scores_nothing_and_says_so(capsys, monkeypatch):
+    callback = HeldOutEvaluation()
+    evaluated = []
+    monkeypatch.setattr(callback, "evaluate", lambda *args: evaluated.append(args) or 0.5)
+    trainer = Trainer(max_steps=60, callbacks=[callback, StopAtStart()], limit_val_batches=0, **trainer_kwargs())
+    trainer.fit(Classifier(), datamodule=BlobData())
+    assert trainer.global_step == 0 and not evaluated  # neither before nor after: "28.20% -> 28.20% after 0 steps"
+    assert callback.accuracy_before is None and callback.accuracy_after is None
+    assert capsys.readouterr().out.splitlines() == [
+        "Held-out test accuracy: the test set was not scored, because training stopped before its first step."
+    ]

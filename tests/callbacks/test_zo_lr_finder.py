@@ -26,9 +26,38 @@ def test_apply_sets_the_proposal_and_the_search_leaves_the_weights_bitwise_alone
     assert all(torch.equal(a, b) for a, b in zip(start.weights, initial))
     result = finder.result
     assert result is not None and result.lr is not None and result.current_lr == 0.5
-    assert start.groups[0]["lr"] == pytest.approx(result.lr)
+    assert finder.confirmation is not None and finder.confirmation.lr is not None
+    assert start.groups[0]["lr"] == pytest.approx(finder.confirmation.lr)  # the proposal, or a back-off from it
+    assert finder.confirmation.tried[0][0] == pytest.approx(result.lr * 0.25)  # the margin
     assert start.groups[0]["eps"] == pytest.approx(result.eps)
     assert "Proposed lr" in result.explanation
+
+
+class AdamLayered(LayeredModel):
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+class MomentumLayered(LayeredModel):
+    def configure_optimizers(self):
+        from zolightning.optim import ZOSGD
+
+        return ZOSGD(self.named_parameters(), lr=self.lr, eps=1e-3, momentum=0.9)
+
+
+def test_a_zo_sgd_proposal_is_never_applied_to_an_optimizer_on_another_scale(caplog):
+    caplog.set_level("INFO")
+    finder, start = ZOLearningRateFinder(trials=2, apply=True), WeightsAtStart()
+    Trainer(**trainer_kwargs(max_steps=1, callbacks=[finder, start])).fit(AdamLayered(lr=0.02), loader(3))
+    assert finder.result.lr is not None
+    assert start.groups[0]["lr"] == 0.02
+    assert "lr not applied. Adam does not take ZO-SGD's step" in caplog.text
+
+
+def test_momentum_divides_the_applied_lr_by_its_long_run_gain():
+    finder, start = ZOLearningRateFinder(trials=2, apply=True, confirm_steps=0), WeightsAtStart()
+    Trainer(**trainer_kwargs(max_steps=1, callbacks=[finder, start])).fit(MomentumLayered(lr=0.5), loader(3))
+    assert start.groups[0]["lr"] == pytest.approx(finder.result.lr * 0.25 * 0.1)
 
 
 def test_without_apply_it_only_reports_and_stop_after_ends_the_fit_before_any_step():
@@ -51,12 +80,12 @@ def test_a_resumed_run_does_not_search_again(tmp_path):
         LayeredModel(lr=0.5), loader(3), ckpt_path=str(tmp_path / "epoch=0-step=2.ckpt")
     )
     assert resumed.result is None
-    assert start.groups[0]["lr"] == pytest.approx(first.result.lr)
+    assert start.groups[0]["lr"] == pytest.approx(first.confirmation.lr)  # what the first fit applied
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"trials": 0}, "trials"), ({"lr_range": (1.0, 0.1)}, "lr_range"), ({"eps_range": (0.0, 1.0)}, "eps_range")],
+    [({"trials": 0}, "trials"), ({"margin": 0.0}, "margin"), ({"confirm_steps": -1}, "confirm_steps"), ({"lr_range": (1.0, 0.1)}, "lr_range"), ({"eps_range": (0.0, 1.0)}, "eps_range")],
 )
 def test_bad_arguments_fail_early_naming_them(kwargs, message):
     with pytest.raises(ValueError, match=message):

@@ -44,3 +44,11 @@ def test_regex_scale_takes_the_first_match_and_skips_the_rule_key():
     assert regex_scale(scales, "layer.weight") == 2.0
     assert regex_scale(scales, "layer.bias") == 3.0
     assert regex_scale(scales, "head.bias") == 1.0
+
+
+def test_blocks_below_the_median_block_size_count_as_median_sized():
+    sizes = [28, 35, 35, 35, 1]  # an embedding, three layers, a norm
+    assert block_size_scale(35, 134, sizes) == block_size_scale(35, 134)
+    assert block_size_scale(28, 134, sizes) == pytest.approx(136 / 37)  # below the median: the median's step
+    assert block_size_scale(1, 134, sizes) == pytest.approx(136 / 37)
+    assert block_size_scale(134, 134, sizes) == 1.0

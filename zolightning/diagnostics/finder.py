@@ -132,6 +132,18 @@ def find_lr_and_eps(
     return result
 
 
+def sgd_lr_factor(rule: object) -> float | None:
+    """What turns a ZO-SGD lr into ``rule``'s: 1 − momentum for ZO-SGD, ZO-SGD-Cons and a plain ``torch.optim.SGD``
+    fed by ZO (momentum μ multiplies the long-run step by 1/(1 − μ)); ``None`` for updates on another scale (sign,
+    Adam, HiZOO's preconditioning, any other torch optimizer), whose lr a ZO-SGD proposal does not translate to."""
+    inner = getattr(rule, "optimizer", None)
+    optimizer = inner if inner is not None else rule
+    if type(optimizer).__name__ not in ("ZOSGD", "ZOSGDCons", "SGD"):
+        return None
+    groups = getattr(optimizer, "param_groups", [{}])
+    return 1.0 - float(groups[0].get("momentum", 0.0) or 0.0)
+
+
 def first_bowl(curve: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
     """The points from the first lr that lowers the loss up to (not including) the first lr after it that does not.
 

@@ -12,7 +12,7 @@ The flow of :meth:`StepEngine.step` (``docs/architecture.md`` lists it call by c
 6. finite check: a non-finite step is skipped on every rank alike;
 7. restore: θ back from its snapshot, or, with one arithmetic direction, fused into the update's noise pass;
 8. update: the rule moves the plan's tensors along the very directions that were estimated;
-9. guards: non-finite streak and divergence.
+9. guards: non-finite streak, divergence (an error) and a rising loss (a warning).
 
 Nothing here calls back into a LightningModule; the engine works the same under the Trainer, Fabric, or a plain loop.
 """
@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from zolightning.config import ZOConfig
-from zolightning.engine.guards import DivergenceGuard, NonFiniteGuard
+from zolightning.engine.guards import DivergenceGuard, LossRiseGuard, NonFiniteGuard
 from zolightning.engine.prefix_reuse import PrefixReport, PrefixReuse
 from zolightning.engine.step_result import StepResult, UpdateRule
 from zolightning.estimators.base import Estimator
@@ -36,7 +36,7 @@ from zolightning.estimators.probe import Probe, UpdateContext
 from zolightning.estimators.registry import create_estimator
 from zolightning.functional import collectives
 from zolightning.functional.eps_schedule import eps_factor
-from zolightning.functional.estimate import DirectionalEstimate, LossFn
+from zolightning.functional.estimate import OBJECTIVE_ONLY_RETURNS_LOSS, DirectionalEstimate, LossFn
 from zolightning.functional.lr_scaling import BY_BLOCK_SIZE, block_size_scale, regex_scale
 from zolightning.functional.noise import step_seed
 from zolightning.functional.perturbation import PerturbationPlan
@@ -49,11 +49,7 @@ def _constant_loss() -> Tensor:
     return torch.zeros(())
 
 
-REENTRANT_STEP = (
-    "A ZO step was started from inside a ZO step's objective. Under ZO the objective (your `training_step` or closure) "
-    "only returns the loss, and the step does the rest: remove `optimizer.step()`, `self.optimizers()`, "
-    "`manual_backward(loss)` and `loss.backward()` from it, and `return loss`."
-)
+REENTRANT_STEP = "A ZO step was started from inside a ZO step's objective. " + OBJECTIVE_ONLY_RETURNS_LOSS
 
 
 class StepEngine:
@@ -98,6 +94,7 @@ class StepEngine:
         self.names: Mapping[int, str] | None = None
         self.nonfinite = NonFiniteGuard(self.config.max_nonfinite)
         self.divergence = DivergenceGuard(self.config.divergence_factor)
+        self.loss_rise = LossRiseGuard(self.config.loss_rise_factor)
         self.accumulated: list[Tensor] = []
         self.last: StepResult | None = None
         self.running = False
@@ -155,7 +152,8 @@ class StepEngine:
             block = 1.0
             if BY_BLOCK_SIZE in scales:
                 total = sum(t.param.numel() for t in tensors)
-                block = scales[BY_BLOCK_SIZE] * block_size_scale(sum(e.param.numel() for e in plan), total)
+                active = sum(entry.param.numel() for entry in plan)
+                block = scales[BY_BLOCK_SIZE] * block_size_scale(active, total, self.structure.selection.block_sizes())
             plan = [replace(entry, lr_scale=block * self._lr_scale(entry.name)) for entry in plan]
         return rule.prepare_plan(plan)
 
@@ -246,7 +244,9 @@ class StepEngine:
         result = self._finish(estimates, finite, index, plan, forward, started, prefix, numbers, micro_batches)
         self.nonfinite.observe(estimates)
         if finite:
-            self.divergence.observe(float(result.loss), [float(g["lr"]) for g in rule.param_groups])
+            rates = [float(g["lr"]) for g in rule.param_groups]
+            self.divergence.observe(float(result.loss), rates)
+            self.loss_rise.observe(float(result.loss), rates)
         return result.loss
 
     def _finish(
@@ -334,6 +334,7 @@ class StepEngine:
             "steps": self.steps,
             "nonfinite": self.nonfinite.state_dict(),
             "divergence": self.divergence.state_dict(),
+            "loss_rise": self.loss_rise.state_dict(),
             "structure": self.structure.state_dict(),
         }
 
@@ -341,6 +342,7 @@ class StepEngine:
         self.steps = int(state.get("steps", 0))
         self.nonfinite.load_state_dict(state.get("nonfinite", {}))
         self.divergence.load_state_dict(state.get("divergence", {}))
+        self.loss_rise.load_state_dict(state.get("loss_rise", {}))
         devices = None
         if self.rule is not None:
             tensors = trainable_tensors(self.rule.param_groups, self.names, eps_of=lambda group: 0.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Iterable
 from typing import Any, get_args
@@ -17,6 +18,26 @@ def check_choice(value: Any, literal: Any, argument: str) -> None:
     allowed = choices_of(literal)
     if value not in allowed:
         raise ValueError(f"`{argument}` must be one of {allowed}, got {value!r}.")
+
+
+def did_you_mean(names: Iterable[str], choices: Iterable[str]) -> str:
+    """`` (did you mean 'seed'?)`` for the names with a close match among ``choices`` (difflib's, cutoff 0.6), else
+    ``""``; several names read `` (did you mean 'seed' for 'sede', 'clip' for 'clp'?)``."""
+    names, choices = list(names), list(choices)
+    hints = [(name, difflib.get_close_matches(name, choices, n=1)) for name in names]
+    found = [(name, match[0]) for name, match in hints if match]
+    if not found:
+        return ""
+    if len(names) == 1:
+        return f" (did you mean {found[0][1]!r}?)"
+    return " (did you mean " + ", ".join(f"{match!r} for {name!r}" for name, match in found) + "?)"
+
+
+def unknown_options_message(owner: str, unknown: Iterable[str], known: Iterable[str]) -> str:
+    """``"Unknown ZO option(s) ['sede'] (did you mean 'seed'?); the options are [...]."``: one message for a mapping's
+    keys and the command line's, so that a typo reads the same from Python and from a config."""
+    unknown, known = sorted(unknown), sorted(known)
+    return f"Unknown {owner} option(s) {unknown}{did_you_mean(unknown, known)}; the options are {known}."
 
 
 def compile_pattern(pattern: str, argument: str) -> re.Pattern[str]:

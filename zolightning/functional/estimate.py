@@ -20,6 +20,18 @@ LossFn = Callable[[], Tensor | float]
 Reduce = Callable[[Tensor], Tensor]
 RestoreMode = Literal["arithmetic", "snapshot", "auto"]
 
+OBJECTIVE_ONLY_RETURNS_LOSS = (
+    "Under ZO the objective (your `training_step` or closure) only returns the loss, and the step does the rest: "
+    "remove `optimizer.step()`, `self.optimizers()`, `manual_backward(loss)` and `loss.backward()` from it, and "
+    "`return loss`."
+)
+BACKWARD_IN_OBJECTIVE = (
+    "`loss.backward()` (or another backward pass) was called inside a ZO step's objective, which runs under "
+    "`torch.no_grad()`. " + OBJECTIVE_ONLY_RETURNS_LOSS
+)
+# torch's error for a backward through a graph that `no_grad` never built; it names nothing of the user's code.
+_NO_GRAPH = "does not require grad and does not have a grad_fn"
+
 
 
 EstimateKind = Literal["two-sided", "one-sided", "forward"]
@@ -109,9 +121,15 @@ def evaluate_loss(loss_fn: LossFn) -> Tensor:
 
     Raises:
         TypeError: the loss is not a scalar.
+        RuntimeError: ``loss_fn`` ran a backward pass (``loss.backward()`` left in a ``training_step``), with the fix.
     """
-    with torch.no_grad():
-        value = loss_fn()
+    try:
+        with torch.no_grad():
+            value = loss_fn()
+    except RuntimeError as error:
+        if _NO_GRAPH in str(error):
+            raise RuntimeError(BACKWARD_IN_OBJECTIVE) from error
+        raise
     if not isinstance(value, Tensor):
         value = torch.tensor(float(value))
     if value.numel() != 1:

@@ -114,6 +114,11 @@ class TensorSelection(StructureRule):
         """The index of the active block at ``step``, for logs (``None`` for selections without blocks)."""
         return None
 
+    def block_sizes(self) -> list[int] | None:
+        """The number of coordinates of each block the selection steps through (``None`` for selections without
+        blocks); ``zo.lr_scales: by_block_size`` reads their median."""
+        return None
+
 
 class DirectionRule(StructureRule):
     """Gives each active tensor its direction for the step."""

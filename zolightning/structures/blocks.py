@@ -8,6 +8,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from typing_extensions import override
+
 from zolightning.functional.block_schedule import BlockOrder, BlockSchedule, check_order, check_steps_per_block
 from zolightning.functional.blocks import Block, Granularity, check_granularity, partition_blocks
 from zolightning.functional.checks import compile_patterns
@@ -90,6 +92,11 @@ class BlockSelection(TensorSelection):
     def active_block(self, step: int) -> Block:
         """The block active at ``step``."""
         return self.blocks[self.active_index(step)]
+
+    @override
+    def block_sizes(self) -> list[int] | None:
+        sizes = [block.numel for block in self.blocks]
+        return sizes if sizes and all(size > 0 for size in sizes) else None  # blocks given by name carry no size
 
     def select(self, tensors: Sequence[TrainableTensor], step: int) -> list[TrainableTensor]:
         names = self._members[self.active_index(step)]
