@@ -140,6 +140,11 @@ class DevSelection(Callback):
             "train_seconds": round(self._train_seconds, 2),
             "dev_evaluations": len(self.history),
             "dev_curve": [[int(entry["step"]), entry[self.monitor]] for entry in self.history],
+            "dev_timeline": [
+                [int(entry["step"]), round(entry.get("train_seconds", math.nan), 2),
+                 int(entry.get("train_forwards", -1)), entry[self.monitor]]
+                for entry in self.history
+            ],
         }
         metrics = {f"test/{name}": value for name, value in test.items()}
         metrics.update({"selected_step": float(self.best["step"]), "hp_metric": test["accuracy"]})
@@ -185,7 +190,9 @@ class DevSelection(Callback):
 
     def _evaluate_dev(self, trainer: Trainer, pl_module: LightningModule) -> None:
         scores = self._scores(trainer, pl_module, "val")
-        entry = {"step": float(trainer.global_step), **scores}
+        # The clock and the forward count as of this evaluation: time to accuracy is read off these.
+        entry = {"step": float(trainer.global_step), "train_seconds": self._train_seconds,
+                 "train_forwards": float(self._forwards), **scores}
         self.history.append(entry)
         for logger in trainer.loggers:
             logger.log_metrics({f"dev/{name}": value for name, value in scores.items()}, step=trainer.global_step)
