@@ -112,3 +112,44 @@ def test_a_plain_torch_optimizer_on_half_weights_is_warned_about_with_options_it
     with pytest.warns(UserWarning, match="AdamW writes its updates .* no setting against that.*ZOSGD") as record:
         Trainer(max_steps=1, precision="bf16-true", **trainer_kwargs()).fit(Plain(zo=dict(eps=1e-2)), regression_data())
     assert not any("AdamW" in str(w.message) and "set `low_precision`" in str(w.message) for w in record)
+
+
+class TwoClassHead(Recorder.__mro__[1]):  # a ZOLightningModule: an MLP body and a new 2-class head, cross-entropy
+    def __init__(self, seed: int):
+        from zolightning import ZOLightningModule
+
+        ZOLightningModule.__init__(self, zo=dict(seed=seed))
+        torch.manual_seed(123)
+        self.body = torch.nn.Sequential(torch.nn.Linear(16, 64), torch.nn.GELU(), torch.nn.LayerNorm(64))
+        self.head = torch.nn.Linear(64, 2)
+        self.estimates = []
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.cross_entropy(self.head(self.body(x)), y)  # bf16 logits under bf16-true
+
+    def configure_optimizers(self):
+        from zolightning.optim import ZOSGD
+
+        return ZOSGD(self.named_parameters(), lr=1e-3, eps=1e-3)
+
+
+def test_bf16_true_losses_resolve_the_step_and_its_projected_gradient_matches_fp32():
+    # Regression for shared/cases/precision_step.py: a bf16 loss rounded L+ and L- to the same number (g = 0).
+    # The projected gradient is what scales the update: g at bf16-true over g at fp32, for the same seed.
+    generator = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 16, generator=generator), torch.randint(0, 2, (32,), generator=generator)
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=32)
+
+    def estimate(seed, precision):
+        model = TwoClassHead(seed)
+        Trainer(max_steps=1, precision=precision, **trainer_kwargs()).fit(model, data)
+        return model.zo_last_estimate
+
+    ratios = []
+    for seed in range(6):
+        full, half = estimate(seed, "32-true"), estimate(seed, "bf16-true")
+        assert float(half.loss_plus) != float(half.loss_minus)
+        ratios.append(float(half.difference) / float(full.difference))
+    assert sorted(ratios)[len(ratios) // 2] == pytest.approx(1.0, abs=0.25), ratios
+    assert all(r > 0 for r in ratios), ratios

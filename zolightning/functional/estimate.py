@@ -8,12 +8,15 @@ and fill this record; the optimizers read it.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import Tensor
+
+from zolightning.functional.loss_precision import full_precision_losses, half_precision_context, is_half_precision
 
 
 LossFn = Callable[[], Tensor | float]
@@ -25,6 +28,14 @@ OBJECTIVE_ONLY_RETURNS_LOSS = (
     "remove `optimizer.step()`, `self.optimizers()`, `manual_backward(loss)` and `loss.backward()` from it, and "
     "`return loss`."
 )
+HALF_PRECISION_LOSS = (
+    "The ZO loss is a {dtype} number: its unit in the last place (0.004 at 0.69 in bf16) is far above L+ - L- "
+    "(about 1e-4 at eps 1e-3), so both evaluations would round to the same loss and no step would ever move. "
+    "Compute the loss in fp32 from the model's outputs, e.g. `loss = F.mse_loss(out.float(), y.float())` or "
+    "`(out.float() - y).pow(2).mean()`; the losses of `torch.nn.functional` (and `nn.CrossEntropyLoss`, Hugging "
+    "Face `labels=`) are upcast automatically."
+)
+
 BACKWARD_IN_OBJECTIVE = (
     "`loss.backward()` (or another backward pass) was called inside a ZO step's objective, which runs under "
     "`torch.no_grad()`. " + OBJECTIVE_ONLY_RETURNS_LOSS
@@ -119,12 +130,18 @@ class DirectionalEstimate:
 def evaluate_loss(loss_fn: LossFn) -> Tensor:
     """Call ``loss_fn`` under ``no_grad`` and return its value as a detached 0-dim fp32 tensor.
 
+    Under half precision (an autocast region or a default dtype of bf16/fp16, as Lightning's ``bf16-mixed`` and
+    ``bf16-true`` set them) the losses of ``torch.nn.functional`` are computed from fp32 copies of their inputs
+    (:func:`~zolightning.functional.loss_precision.full_precision_losses`): a bf16 loss cannot resolve L+ − L−.
+
     Raises:
-        TypeError: the loss is not a scalar.
+        TypeError: the loss is not a scalar, or it is a half-precision number (a loss written by hand in bf16),
+            with the fix.
         RuntimeError: ``loss_fn`` ran a backward pass (``loss.backward()`` left in a ``training_step``), with the fix.
     """
+    half = half_precision_context()
     try:
-        with torch.no_grad():
+        with torch.no_grad(), full_precision_losses() if half else contextlib.nullcontext():
             value = loss_fn()
     except RuntimeError as error:
         if _NO_GRAPH in str(error):
@@ -132,6 +149,8 @@ def evaluate_loss(loss_fn: LossFn) -> Tensor:
         raise
     if not isinstance(value, Tensor):
         value = torch.tensor(float(value))
+    if is_half_precision(value):
+        raise TypeError(HALF_PRECISION_LOSS.format(dtype=str(value.dtype).removeprefix("torch.")))
     if value.numel() != 1:
         raise TypeError(
             f"The ZO loss must be a scalar, got a tensor of shape {tuple(value.shape)}; reduce it (e.g. `.mean()`)."
