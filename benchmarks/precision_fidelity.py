@@ -11,6 +11,9 @@ weights (as Lightning's ``*-mixed`` precisions do); ``true`` converts the weight
 ``bf16-mixed, cache not cleared`` row shows the autocast weight-cache trap that zolightning's perturbation avoids.
 
     python -m benchmarks.precision_fidelity --seeds 64 --eps 1e-3
+
+Half-precision variants run at the library's default ε: the given ε raised to the floor of their compute dtype
+(:mod:`zolightning.functional.precision_eps`; 2⁻⁹ for bf16); ``--raw-eps`` runs them at the given ε.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from transformers import AutoModel, AutoTokenizer
 from benchmarks.common import machine, source_info, write_report
 from zolightning.estimators import Probe, TwoSided
 from zolightning.functional.noise import step_seed
+from zolightning.functional.precision_eps import half_precision_eps
 from zolightning.structures import PerturbationStructure, TrainableTensor
 from zolightning.tasks.datasets import load_bbc_news
 from zolightning.tasks.resources import minilm_dir
@@ -107,6 +111,8 @@ def main() -> None:
     parser.add_argument("--eps", type=float, nargs="+", default=[1e-3, 1e-2])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda: where the model runs and autocasts")
+    parser.add_argument("--raw-eps", action="store_true",
+                        help="use eps as given at every precision (default: the library's half-precision floor)")
     parser.add_argument("--out", default="precision_fidelity", help="report name (default precision_fidelity)")
     args = parser.parse_args()
     device = args.device
@@ -127,11 +133,14 @@ def main() -> None:
         reference = projected(base, inputs, seeds, eps, contextlib.nullcontext)
         for name, (dtype, context) in variants.items():
             model = copy.deepcopy(base).to(dtype)
-            values = projected(model, inputs, seeds, eps, context)
+            # The library's default: ε raised to the half-precision floor of the compute dtype (--raw-eps: as given).
+            used = eps if args.raw_eps else half_precision_eps(eps, compute_dtype[name])
+            values = projected(model, inputs, seeds, used, context)
             pearson = float(torch.corrcoef(torch.stack([reference, values]))[0, 1]) if values.std() > 0 else float("nan")
             ratio = values / reference
             q1, median, q3 = (float(v) for v in torch.quantile(ratio, torch.tensor([0.25, 0.5, 0.75])))
             row = results[f"{name} @ eps={eps:g}"] = {
+                "eps_used": used,
                 "update_ratio_median": median,
                 "update_ratio_iqr": [q1, q3],
                 "sign_agreement": float((values.sign() == reference.sign()).float().mean()),
