@@ -38,8 +38,9 @@ from zolightning.functional import collectives
 from zolightning.functional.eps_schedule import eps_factor
 from zolightning.functional.estimate import OBJECTIVE_ONLY_RETURNS_LOSS, DirectionalEstimate, LossFn
 from zolightning.functional.lr_scaling import BY_BLOCK_SIZE, block_size_scale, regex_scale
+from zolightning.functional.precision_eps import compute_dtype, half_precision_eps
 from zolightning.functional.noise import step_seed
-from zolightning.functional.perturbation import PerturbationPlan
+from zolightning.functional.perturbation import ActiveTensor, PerturbationPlan
 from zolightning.functional.rounding import FULL_PRECISION
 from zolightning.structures.base import PerturbationStructure, StructureRule, trainable_tensors
 
@@ -47,6 +48,15 @@ from zolightning.structures.base import PerturbationStructure, StructureRule, tr
 def _constant_loss() -> Tensor:
     """The objective of a replayed step: the weights walk through training's moves, but nothing is measured."""
     return torch.zeros(())
+
+
+def _half_precision_floor(entry: ActiveTensor) -> ActiveTensor:
+    """``entry`` with ε raised to the floor of the dtype its forward computes in (bf16: 2⁻⁹), where the cast would
+    otherwise round most of the perturbation away (:mod:`~zolightning.functional.precision_eps`). Reads autocast's
+    state, so under the Trainer (whose ``training_step`` runs inside the precision's autocast) ``bf16-mixed`` is
+    seen; in a plain loop, step inside the autocast region for it to apply."""
+    eps = half_precision_eps(entry.eps, compute_dtype(entry.param.dtype, entry.param.device.type))
+    return entry if eps == entry.eps else replace(entry, eps=eps)
 
 
 REENTRANT_STEP = "A ZO step was started from inside a ZO step's objective. " + OBJECTIVE_ONLY_RETURNS_LOSS
@@ -147,6 +157,7 @@ class StepEngine:
                 "perturb. Unfreeze what should be trained, e.g. `module.requires_grad_(True)` or the head's parameters."
             )
         plan = self.structure.plan(tensors, step)
+        plan = [_half_precision_floor(entry) for entry in plan]
         scales = self.config.lr_scales
         if scales:
             block = 1.0
