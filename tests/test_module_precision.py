@@ -155,3 +155,23 @@ def test_half_precision_losses_resolve_the_step_and_its_projected_gradient_match
         ratios.append(half / full)
     assert sorted(ratios)[len(ratios) // 2] == pytest.approx(1.0, abs=0.25), ratios
     assert all(r > 0 for r in ratios), ratios
+
+
+def test_an_objective_that_cannot_see_the_step_warns_and_logs_its_tie_share(tmp_path):
+    # A piecewise-constant objective (an error rate over a small batch) ties at almost every step: the warning says
+    # so, and train/tie_share reads it in TensorBoard.
+    from lightning.pytorch.loggers import TensorBoardLogger
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    class ErrorRate(Recorder):
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return ((self.net(x) > 0).float() != (y > 0).float()).float().mean()
+
+    logger = TensorBoardLogger(tmp_path, name="ties")
+    kwargs = {**trainer_kwargs(), "logger": logger, "log_every_n_steps": 1}
+    with pytest.warns(UserWarning, match=r"of the last 50 ZO steps measured L\+ = L-"):
+        Trainer(max_steps=60, **kwargs).fit(ErrorRate(zo=dict(lr=1e-4, eps=1e-6)), regression_data())
+    events = EventAccumulator(str(tmp_path / "ties" / "version_0"))
+    events.Reload()
+    assert events.Scalars("train/tie_share")[-1].value >= 0.5

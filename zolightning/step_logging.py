@@ -35,6 +35,7 @@ class StepLogging(LightningModule):
             "train/time_perturb_update": max(total - result.forward_seconds, 0.0),
             "train/steps_per_sec": 1.0 / total if total > 0 else 0.0,
             "train/nonfinite_steps": float(self.zo_engine.nonfinite.total),  # type: ignore[attr-defined]
+            "train/tie_share": self.zo_engine.ties.share,  # type: ignore[attr-defined]
         }
         if result.prefix is not None:
             metrics["train/prefix_reuse"] = 1.0 if result.prefix.reused_evaluations else 0.0

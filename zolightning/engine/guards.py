@@ -11,6 +11,8 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
+
 from zolightning.functional import collectives
 from zolightning.functional.estimate import DirectionalEstimate
 
@@ -178,4 +180,66 @@ class LossRiseGuard:
         self.best = float(state.get("best", math.inf))
         self.best_update = int(state.get("best_update", 0))
         self.updates = int(state.get("updates", 0))
+        self.warned = bool(state.get("warned", False))
+
+
+class TieGuard:
+    """Counts steps whose two losses tie, and warns once, with the causes, when most recent steps do.
+
+    A tie is L+ = L− exactly, or a difference within 4 units in the last place of fp32 at the losses' size: the
+    estimate is then 0 (or rounding noise) and the step moves nothing. Frequent ties mean the objective cannot see
+    the perturbation: a piecewise-constant objective (an error rate over a small batch moves in steps of 1/batch), or
+    an ε that rounding erases. :attr:`share` (ties over the last :attr:`WINDOW` steps) is logged as
+    ``train/tie_share``.
+
+    Args:
+        threshold: the share of ties over a full window that warns (default 0.5; ``None`` disables the warning).
+    """
+
+    WINDOW = 50
+    """Steps per share."""
+
+    def __init__(self, threshold: float | None = 0.5) -> None:
+        self.threshold = threshold
+        self.recent: deque[bool] = deque(maxlen=self.WINDOW)
+        self.warned = False
+
+    @staticmethod
+    def is_tie(loss_plus: float, loss_minus: float) -> bool:
+        """Whether two losses are equal to within 4 fp32 units in the last place of the larger."""
+        size = max(abs(loss_plus), abs(loss_minus))
+        return abs(loss_plus - loss_minus) <= 4 * torch.finfo(torch.float32).eps * size
+
+    @property
+    def share(self) -> float:
+        """Ties over the recent steps (0 before the first)."""
+        return sum(self.recent) / len(self.recent) if self.recent else 0.0
+
+    def observe(self, pairs: Sequence[tuple[float, float]], eps: float) -> None:
+        """Take one step's (L+, L−) per direction; the step ties when every direction does."""
+        if not pairs:
+            return
+        self.recent.append(all(self.is_tie(plus, minus) for plus, minus in pairs))
+        if (self.threshold is None or self.warned or len(self.recent) < self.WINDOW
+                or self.share < self.threshold):
+            return
+        self.warned = True
+        if collectives.rank() == 0:
+            warnings.warn(self.message(eps), UserWarning, stacklevel=2)
+
+    def message(self, eps: float) -> str:
+        return (
+            f"{self.share:.0%} of the last {self.WINDOW} ZO steps measured L+ = L- (to within fp32 rounding), so "
+            "their estimate was 0 and they moved nothing. The objective does not see a perturbation of eps = "
+            f"{eps:g}: either it is piecewise constant (an accuracy or error rate over a batch of B examples moves "
+            "in steps of 1/B: use a larger batch, a larger eps, or a smoothed objective), or rounding erases the "
+            "perturbation (half-precision weights or losses: raise eps, or compute the loss in fp32). The share is "
+            "logged as `train/tie_share`."
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"recent": list(self.recent), "warned": self.warned}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.recent = deque((bool(v) for v in state.get("recent", [])), maxlen=self.WINDOW)
         self.warned = bool(state.get("warned", False))

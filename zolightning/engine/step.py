@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from zolightning.config import ZOConfig
-from zolightning.engine.guards import DivergenceGuard, LossRiseGuard, NonFiniteGuard
+from zolightning.engine.guards import DivergenceGuard, LossRiseGuard, NonFiniteGuard, TieGuard
 from zolightning.engine.prefix_reuse import PrefixReport, PrefixReuse
 from zolightning.engine.step_result import StepResult, UpdateRule
 from zolightning.estimators.base import Estimator
@@ -48,6 +48,16 @@ from zolightning.structures.base import PerturbationStructure, StructureRule, tr
 def _constant_loss() -> Tensor:
     """The objective of a replayed step: the weights walk through training's moves, but nothing is measured."""
     return torch.zeros(())
+
+
+def _loss_pairs(estimates: list[DirectionalEstimate]) -> list[tuple[float, float]]:
+    """(L+, L−) of each direction, or (L+, L(θ)) for one-sided ones; none for the forward gradient."""
+    pairs = []
+    for estimate in estimates:
+        other = estimate.loss_minus if estimate.loss_minus is not None else estimate.loss_center
+        if estimate.loss_plus is not None and other is not None:
+            pairs.append((float(estimate.loss_plus), float(other)))
+    return pairs
 
 
 def _half_precision_floor(entry: ActiveTensor) -> ActiveTensor:
@@ -104,6 +114,7 @@ class StepEngine:
         self.names: Mapping[int, str] | None = None
         self.nonfinite = NonFiniteGuard(self.config.max_nonfinite)
         self.divergence = DivergenceGuard(self.config.divergence_factor)
+        self.ties = TieGuard()
         self.loss_rise = LossRiseGuard(self.config.loss_rise_factor)
         self.accumulated: list[Tensor] = []
         self.last: StepResult | None = None
@@ -254,6 +265,7 @@ class StepEngine:
         forward, self._accumulated_seconds = probe.forward_seconds + self._accumulated_seconds, 0.0
         result = self._finish(estimates, finite, index, plan, forward, started, prefix, numbers, micro_batches)
         self.nonfinite.observe(estimates)
+        self.ties.observe(_loss_pairs(estimates), result.eps)
         if finite:
             rates = [float(g["lr"]) for g in rule.param_groups]
             self.divergence.observe(float(result.loss), rates)
@@ -345,6 +357,7 @@ class StepEngine:
             "steps": self.steps,
             "nonfinite": self.nonfinite.state_dict(),
             "divergence": self.divergence.state_dict(),
+            "ties": self.ties.state_dict(),
             "loss_rise": self.loss_rise.state_dict(),
             "structure": self.structure.state_dict(),
         }
@@ -353,6 +366,7 @@ class StepEngine:
         self.steps = int(state.get("steps", 0))
         self.nonfinite.load_state_dict(state.get("nonfinite", {}))
         self.divergence.load_state_dict(state.get("divergence", {}))
+        self.ties.load_state_dict(state.get("ties", {}))
         self.loss_rise.load_state_dict(state.get("loss_rise", {}))
         devices = None
         if self.rule is not None:
