@@ -122,3 +122,7 @@ def sample_noise(
 def check_distribution(distribution: str, argument: str = "distribution") -> None:
     """Raise a ``ValueError`` naming ``argument`` unless ``distribution`` is supported."""
     check_choice(distribution, Distribution, argument)
+
+
+# Counter-based noise (issue 24): z[i] a pure function of (seed, key, i); see zolightning.functional.counter_noise.
+from zolightning.functional.counter_noise import counter_noise  # noqa: E402,F401
