@@ -51,7 +51,10 @@ def loss_of(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> Callable
     def loss() -> torch.Tensor:
         hidden = model(**inputs).last_hidden_state.float()
         pooled = (hidden * inputs["attention_mask"][..., None]).sum(1) / inputs["attention_mask"].sum(1, keepdim=True)
-        return torch.nn.functional.softplus(pooled @ readout).mean()
+        # The loss itself in fp32, as the library requires of an objective (a bf16 loss cannot resolve L+ - L-):
+        # the readout is the loss's own arithmetic, so it runs outside autocast.
+        with torch.autocast(inputs["input_ids"].device.type, enabled=False):
+            return torch.nn.functional.softplus(pooled @ readout).mean()
 
     return loss
 
