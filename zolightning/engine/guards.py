@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from zolightning.functional import collectives
+from zolightning.engine import collectives
 from zolightning.functional.estimate import DirectionalEstimate
 
 
