@@ -111,7 +111,7 @@ def run(name: str, steps: int, confirm_steps: int, margin: float) -> dict:
         trainer.fit(model, loader)
     except FloatingPointError as caught:  # the divergence stop
         error = str(caught).splitlines()[0]
-    applied = float(model.zo_engine.rule.param_groups[0]["lr"])
+    applied = float(model.zo_engine.target.optimizer.param_groups[0]["lr"])
     window = max(1, min(50, len(losses.losses) // 5))  # means over the first and last 50 steps
     first = sum(losses.losses[:window]) / window if losses.losses else float("nan")
     last = sum(losses.losses[-window:]) / window if losses.losses else float("nan")

@@ -29,7 +29,8 @@ import torch
 from transformers import AutoModel, AutoTokenizer
 
 from benchmarks.common import machine, source_info, write_report
-from zolightning.estimators import Probe, TwoSided
+from zolightning.engine.probe import Probe
+from zolightning.estimators import TwoSided
 from zolightning.functional.noise import step_seed
 from zolightning.functional.precision_eps import half_precision_eps
 from zolightning.structures import PerturbationStructure, TrainableTensor

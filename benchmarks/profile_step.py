@@ -34,7 +34,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile, record_function
 
 import zolightning.functional.directions as directions_module
-import zolightning.estimators.probe as probe_module
+import zolightning.engine.probe as probe_module
 import zolightning.functional.noise as noise_module
 import zolightning.optim.sgd as sgd_module
 from benchmarks.common import (
@@ -69,7 +69,7 @@ def scoped_library() -> Iterator[None]:
 
     patches = [
         (probe_module, "evaluate_loss", "zo::forward"),
-        (probe_module, "perturb_", "zo::perturb"),
+        (probe_module, "move_", "zo::perturb"),
         (sgd_module, "zo_sgd_update_", "zo::update"),
         (directions_module, "fill_noise_", "zo::sample_z"),
         (noise_module, "make_generator", "zo::generator"),

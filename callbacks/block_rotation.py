@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 from typing_extensions import override
 
 from zolightning.callbacks.structure_callback import StructureCallback
-from zolightning.functional.block_schedule import BlockOrder
+from zolightning.structures.block_schedule import BlockOrder
 from zolightning.functional.blocks import Block, Granularity
 from zolightning.structures.blocks import BlockSelection
 

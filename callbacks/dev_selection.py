@@ -2,8 +2,8 @@
 report the test score of that checkpoint at the end, in one line.
 
 The module is evaluated through :class:`~zolightning.callbacks.HeldOutEvaluation`'s protocol (``predict_labels``),
-so any classifier that implements it works. Scores (fractions): accuracy, macro-F1 and balanced accuracy, computed
-from the confusion matrix exactly as torchmetrics defines them.
+so any classifier that implements it works. Scores (fractions): accuracy, macro-F1 and balanced accuracy, by
+torchmetrics' functional API (:meth:`HeldOutEvaluation.scores`).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing_extensions import override
 from zolightning.callbacks.held_out_evaluation import HeldOutEvaluation
 from zolightning.callbacks.result_line import not_scored, print_result
 from zolightning.functional.checks import check_choice, check_int_at_least
-from zolightning.functional.confusion import confusion_scores
 from zolightning.run_results import record_result
 
 __all__ = ["DevSelection"]
@@ -185,8 +184,7 @@ class DevSelection(Callback):
     def _scores(self, trainer: Trainer, pl_module: LightningModule, split: Literal["val", "test"]) -> dict[str, float]:
         evaluator = HeldOutEvaluation(split=split, prefix=split, verbose=False)
         evaluator.evaluate(trainer, pl_module)
-        assert evaluator.confusion is not None
-        return confusion_scores(evaluator.confusion)
+        return evaluator.scores()
 
     def _evaluate_dev(self, trainer: Trainer, pl_module: LightningModule) -> None:
         scores = self._scores(trainer, pl_module, "val")

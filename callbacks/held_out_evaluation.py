@@ -19,11 +19,15 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.utilities import move_data_to_device
 from torch import Tensor
-from torchmetrics.functional.classification import multiclass_confusion_matrix
+from torchmetrics.functional.classification import (
+    multiclass_accuracy,
+    multiclass_confusion_matrix,
+    multiclass_f1_score,
+)
 from typing_extensions import override
 
 from zolightning.callbacks.result_line import not_scored, print_result
-from zolightning.functional.confusion import confusion_image
+from zolightning.diagnostics.images import confusion_image
 
 __all__ = ["HeldOutEvaluation", "LabelPredictor"]
 
@@ -83,6 +87,7 @@ class HeldOutEvaluation(Callback):
         self.accuracy_before: float | None = None
         self.accuracy_after: float | None = None
         self.confusion: Tensor | None = None  # (C, C) counts of the latest evaluation
+        self.labels: tuple[Tensor, Tensor, int] | None = None  # its (predicted, target, classes)
         self.examples: int = 0
         self._started_at: int | None = None  # global_step when this fit's training started
         self._before_pending = False
@@ -198,9 +203,23 @@ class HeldOutEvaluation(Callback):
         predicted, target = torch.cat(predictions), torch.cat(targets)
         classes = int(getattr(pl_module, "num_classes", 0) or max(int(predicted.max()), int(target.max())) + 1)
         self.confusion = multiclass_confusion_matrix(predicted, target, num_classes=classes)
+        self.labels = (predicted, target, classes)
         self.examples = target.numel()
         self._log_image(trainer, self.confusion)
         return float((predicted == target).float().mean())
+
+    def scores(self) -> dict[str, float]:
+        """Accuracy, macro-F1 and balanced accuracy (fractions in [0, 1]) of the latest :meth:`evaluate`, by
+        torchmetrics' functional API: micro accuracy, macro F1 and macro accuracy (recall), where a class with no
+        example and no prediction is left out of the macro averages and a class predicted but absent counts 0."""
+        if self.labels is None:
+            raise RuntimeError("No evaluation yet: call `evaluate(trainer, module)` first.")
+        predicted, target, classes = self.labels
+        return {
+            "accuracy": float(multiclass_accuracy(predicted, target, classes, average="micro")),
+            "macro_f1": float(multiclass_f1_score(predicted, target, classes, average="macro")),
+            "balanced_accuracy": float(multiclass_accuracy(predicted, target, classes, average="macro")),
+        }
 
     def _log_image(self, trainer: Trainer, confusion: Tensor) -> None:
         for logger in getattr(trainer, "loggers", []):

@@ -36,9 +36,8 @@ class TrajectoryLog(Callback):
         fingerprint_checkpoints: write the weights' SHA-256 fingerprint at each checkpoint and at the end (default
             ``True``), so that a replay proves it reproduced them; costs one pass over the weights each time.
 
-    Refused at set-up, naming why: sharded strategies, ``zo.gradient: backprop``, plain ``torch.optim`` optimizers,
-    optimizers whose steps the numbers do not determine (ZO-SGD-Cons), and structure rules that
-    ``zolightning.structures.registry`` does not name. Under DDP only global rank 0 writes (every rank holds the same
+    Refused at set-up, naming why: sharded strategies, ``zo.gradient: backprop``, plain ``torch.optim``
+    optimizers, and structure rules that ``zolightning.structures.registry`` does not name. Under DDP only global rank 0 writes (every rank holds the same
     reduced numbers).
 
     State: the log's path and its count of step records, so that ``trainer.fit(ckpt_path=...)`` cuts the records
@@ -108,7 +107,7 @@ class TrajectoryLog(Callback):
                                   "must follow on from 0 for the log to replay.")
         block, refresh, crc = plan_signature(pl_module.zo_engine, result.step, result.active)
         self.writer.write(StepRecord(
-            step=result.step, updated=result.updated, micro_batches=result.micro_batches, lr=result.group_lr,
+            step=result.step, updated=result.updates, micro_batches=result.micro_batches, lr=result.group_lr,
             eps=result.group_eps, numbers=result.numbers, seeds=tuple(e.seed for e in result.estimates),
             active_block=block, refresh=refresh, active_crc=crc,
         ))

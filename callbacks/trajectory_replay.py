@@ -7,9 +7,9 @@ from typing import Any
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
-from torch import Tensor
 from typing_extensions import override
 
+from zolightning.engine.measurement import Recorded
 from zolightning.module import ZOLightningModule
 from zolightning.trajectory.format import Trajectory, TrajectoryError, read_trajectory, weights_fingerprint
 from zolightning.trajectory.replay import check_base, last_update, mismatch, resolve_upto
@@ -19,9 +19,10 @@ from zolightning.trajectory.run_spec import class_path
 class TrajectoryReplay(Callback):
     """Replay the log's first ``upto`` steps inside this fit, then train on: the run branches at step ``upto``.
 
-    The replayed steps run no forward pass: the module's engine takes each step's logged numbers instead of measuring
-    (:attr:`~zolightning.engine.StepEngine.replay_source`), the data loader and the loops advance as in the run, and
-    each replayed step is checked against its record. A fit with the run's config then continues exactly as the
+    The replayed steps run no forward pass: before each of their batches the callback hands the module the step's
+    logged numbers (:attr:`~zolightning.ZOLightningModule.zo_replay`, a value), which the engine's ``measure`` takes
+    instead of measuring; the data loader and the loops advance as in the run, and each replayed step is checked
+    against its record. A fit with the run's config then continues exactly as the
     uninterrupted run would have (bitwise, on the same device and dtype); change what should differ after step
     ``upto`` (the data, ``max_steps``, a callback) to branch. With a :class:`TrajectoryLog` beside it, the new log
     repeats the replayed records and goes on; ``trainer.save_checkpoint`` after a fit of ``max_steps=upto`` gives a
@@ -63,19 +64,15 @@ class TrajectoryReplay(Callback):
             raise TrajectoryError(f"The log was written with {header['optimizer']['class']}, this fit steps {optimizer}.")
         self._trajectory = trajectory
         self._digests = {record.steps: record.digest for record in trajectory.weights}
-        pl_module.zo_engine.replay_source = self._numbers
-
-    def _numbers(self, step: int) -> tuple[Tensor, int] | None:
-        if self._trajectory is None or step >= self._steps:
-            return None
-        return self._trajectory.steps[step].numbers, int(self._trajectory.header["world_size"])
 
     @override
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
+        assert isinstance(pl_module, ZOLightningModule)
         step = trainer.global_step
         if self._trajectory is None or step >= self._steps:
+            pl_module.zo_replay = None  # measured from here on
             return
-        assert isinstance(pl_module, ZOLightningModule)
+        pl_module.zo_replay = Recorded(self._trajectory.steps[step].numbers, int(self._trajectory.header["world_size"]))
         lrs = tuple(float(group["lr"]) for group in pl_module.zo_optimizer().optimizer.param_groups)
         if lrs != self._trajectory.steps[step].lr:
             raise TrajectoryError(f"At step {step} this fit's learning rates are {lrs}, the log's "
@@ -95,6 +92,6 @@ class TrajectoryReplay(Callback):
 
     @override
     def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        if isinstance(pl_module, ZOLightningModule) and pl_module.zo_engine.replay_source == self._numbers:
-            pl_module.zo_engine.replay_source = None
+        if isinstance(pl_module, ZOLightningModule):
+            pl_module.zo_replay = None
         self._trajectory = None

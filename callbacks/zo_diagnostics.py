@@ -11,7 +11,7 @@ from lightning.pytorch.utilities import rank_zero_info
 from typing_extensions import override
 
 from zolightning.diagnostics.blocks import BlockActivity, BlockMotion, diagnostic_blocks
-from zolightning.diagnostics.measurement import Measurement, measure_step, trainable_of
+from zolightning.diagnostics.step_diagnosis import StepDiagnosis, measure_step, trainable_of
 from zolightning.functional.blocks import check_granularity
 from zolightning.functional.checks import check_int_at_least
 from zolightning.module import ZOLightningModule
@@ -69,7 +69,7 @@ class ZODiagnostics(Callback):
         self.granularity = granularity
         self.track_distance = bool(track_distance)
         self.image_steps = image_steps
-        self.measurements: list[Measurement] = []
+        self.measurements: list[StepDiagnosis] = []
         self._probe_batch: Any = None
         self._activity: BlockActivity | None = None
         self._motion: BlockMotion | None = None
@@ -121,7 +121,7 @@ class ZODiagnostics(Callback):
             return
         assert isinstance(pl_module, ZOLightningModule)
         result = pl_module.zo_engine.last
-        if result is None or not result.updated or result.step != trainer.global_step - 1:
+        if result is None or not result.updates or result.step != trainer.global_step - 1:
             return
         self._activity.record(pl_module.zo_structure, result.step, result.projected_gradient)
         norms = self._motion.update_norms() if result.step == self._measured_step else None
@@ -150,7 +150,7 @@ class ZODiagnostics(Callback):
 
     # ----------------------------------------------------------------------------------------------- logging
 
-    def _log_measurement(self, trainer: pl.Trainer, measurement: Measurement) -> None:
+    def _log_measurement(self, trainer: pl.Trainer, measurement: StepDiagnosis) -> None:
         stats = measurement.statistics
         values = {
             "cosine": stats.cosine,

@@ -15,7 +15,6 @@ from zolightning.diagnostics.finder import FinderResult, find_lr_and_eps, sgd_lr
 from zolightning.diagnostics.lr_confirmation import Confirmation, confirm_lr
 from zolightning.functional.checks import check_int_at_least
 from zolightning.module import ZOLightningModule
-from zolightning.optim.gradient_update import GradientUpdate
 from zolightning.trainer_checks import check_zo_callback
 
 __all__ = ["ZOLearningRateFinder"]
@@ -130,11 +129,10 @@ class ZOLearningRateFinder(Callback):
         when it cannot be applied safely."""
         if lr is None or not math.isfinite(lr):
             return None
-        rule = pl_module.zo_engine.rule
-        factor = sgd_lr_factor(rule)
+        optimizer = pl_module.zo_optimizer().optimizer
+        factor = sgd_lr_factor(optimizer)
         if factor is None:
-            inner = getattr(rule, "optimizer", None)
-            name = type(inner if inner is not None else rule).__name__
+            name = type(optimizer).__name__
             rank_zero_info(
                 f"ZO learning-rate finder: lr not applied. {name} does not take ZO-SGD's step (it normalises or "
                 "preconditions the estimate), so the proposal is not its lr; keep your own, or use "
@@ -146,8 +144,9 @@ class ZOLearningRateFinder(Callback):
             return lr
         if eps is not None:  # the steps must be taken with the eps the fit will use
             self._apply(trainer, pl_module, None, eps)
+        assert pl_module.zo_update is not None
         confirmation = confirm_lr(
-            pl_module.zo_engine, objective_for, lr, train=range(self.trials),
+            pl_module.zo_engine, pl_module.zo_update, objective_for, lr, train=range(self.trials),
             judge=range(self.trials, 2 * self.trials), steps=self.confirm_steps,
             agree=lambda ok: bool(trainer.strategy.broadcast(ok, src=0)),
         )
@@ -167,9 +166,9 @@ class ZOLearningRateFinder(Callback):
 
     @staticmethod
     def _apply(trainer: pl.Trainer, pl_module: ZOLightningModule, lr: float | None, eps: float | None) -> None:
-        rule = pl_module.zo_engine.rule
-        assert rule is not None
-        groups = rule.param_groups
+        target = pl_module.zo_engine.target
+        assert target is not None
+        groups = target.optimizer.param_groups
         if lr is not None and math.isfinite(lr):
             factor = lr / float(groups[0]["lr"]) if groups[0]["lr"] else 0.0
             for group in groups:
@@ -179,15 +178,10 @@ class ZOLearningRateFinder(Callback):
             for config in trainer.lr_scheduler_configs:
                 if factor and hasattr(config.scheduler, "base_lrs"):
                     config.scheduler.base_lrs = [base * factor for base in config.scheduler.base_lrs]
-        if eps is not None:
-            if isinstance(rule, GradientUpdate):
-                rule.eps = eps
-                return
-            factor = eps / float(groups[0].get("initial_eps", groups[0]["eps"]))
+        if eps is not None:  # ε lives in the groups (an ε schedule takes the new value as its base)
+            factor = eps / float(groups[0][target.eps_key])
             for group in groups:
-                group["eps"] = group["eps"] * factor
-                if "initial_eps" in group:
-                    group["initial_eps"] = group["initial_eps"] * factor
+                group[target.eps_key] = eps if group is groups[0] else group[target.eps_key] * factor
 
     @override
     def state_dict(self) -> dict[str, Any]:

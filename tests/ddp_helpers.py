@@ -26,6 +26,10 @@ COLLECTIVE_TIMEOUT = timedelta(seconds=60)
 MAX_STEPS = 6
 
 
+# Test names for registered optimizers with options beyond the registry's defaults.
+NAMED_OPTIONS = {"zo-sgd-sign-elementwise": ("zo-sgd-sign", {"elementwise": True})}
+
+
 class Regressor(ZOLightningModule):
     """A small MLP regressor.
 
@@ -58,7 +62,8 @@ class Regressor(ZOLightningModule):
             return torch.optim.SGD(self.parameters(), lr=0.004, momentum=0.5)
         if self.optimizer_name == "adam":
             return torch.optim.Adam(self.parameters(), lr=0.01)
-        return create_optimizer(self.optimizer_name, self.named_parameters(), lr=0.01)
+        name, options = NAMED_OPTIONS.get(self.optimizer_name, (self.optimizer_name, {}))
+        return create_optimizer(name, self.named_parameters(), lr=0.01, **options)
 
     def training_step(self, batch, batch_idx):
         x, y = batch

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lightning.pytorch import LightningModule, Trainer
+from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
@@ -248,3 +248,55 @@ def test_a_dense_run_resumed_from_a_checkpoint_ends_bitwise_equal(tmp_path, opti
             return create_optimizer(optimizer, self.named_parameters(), lr=0.003)
 
     assert_resume_is_exact(lambda: [], tmp_path, model_factory=WithOptimizer)
+
+
+class WatchesTheOptimizerStep(Callback):
+    """Reads the weights (and any gradient) where Lightning's ``on_before_optimizer_step`` hooks run."""
+
+    def __init__(self) -> None:
+        self.start: list[torch.Tensor] = []
+        self.seen: list[torch.Tensor] = []
+        self.grads: list[bool] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        self.start.append(torch.cat([p.detach().flatten() for p in pl_module.parameters()]))
+
+    def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+        self.seen.append(torch.cat([p.detach().flatten() for p in pl_module.parameters()]))
+        self.grads.append(all(p.grad is not None for p in pl_module.parameters()))
+
+
+class SGDRegressor(ZORegressor):
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.004)
+
+
+@pytest.mark.parametrize("torch_optimizer", [False, True])
+def test_lightnings_optimizer_step_hooks_run_once_per_update_with_the_weights_restored(torch_optimizer):
+    """After the step's evaluations and before its update, with θ back from its perturbations (the ZO optimizer's
+    restore is not left to its update's noise pass then); a torch optimizer's hooks also see the estimate in .grad."""
+    model = SGDRegressor() if torch_optimizer else ZORegressor(zo=dict(lr=0.004))
+    watch = WatchesTheOptimizerStep()
+    Trainer(max_steps=3, callbacks=[watch], **trainer_kwargs()).fit(model, regression_data())
+    assert len(watch.seen) == 3  # once per update, not once per evaluation
+    for start, seen in zip(watch.start, watch.seen):
+        torch.testing.assert_close(seen, start, rtol=0, atol=1e-6)  # θ (within the arithmetic restore's rounding)
+    assert watch.grads == [torch_optimizer] * 3
+
+
+def test_without_a_hook_that_reads_the_weights_the_restore_rides_on_the_update(monkeypatch):
+    """Three passes of noise a ZO step (+εz, −2εz, restore and update together), four when a hook reads θ first."""
+    import zolightning.functional.directions as directions
+
+    def drawn(callbacks) -> int:
+        counts: list[int] = []
+        original = directions.fill_noise_
+        counting = lambda out, *a, **k: counts.append(out.numel()) or original(out, *a, **k)  # noqa: E731
+        monkeypatch.setattr(directions, "fill_noise_", counting)
+        model = ZORegressor(zo=dict(lr=0.004, restore="arithmetic"))
+        Trainer(max_steps=1, callbacks=callbacks, **trainer_kwargs()).fit(model, regression_data())
+        monkeypatch.setattr(directions, "fill_noise_", original)
+        return sum(counts) // sum(p.numel() for p in model.parameters())
+
+    assert drawn([]) == 3
+    assert drawn([WatchesTheOptimizerStep()]) == 4

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from lightning.pytorch import Trainer
+from lightning.pytorch import Callback, Trainer
 from torch.utils.data import DataLoader, TensorDataset
 
 from tests.conftest import trainer_kwargs
@@ -114,11 +114,11 @@ def test_clipping_bounds_every_update():
 
 
 @pytest.mark.parametrize(("schedule", "final"), [("linear", 0.1), ("cosine", 0.1), ("geometric", 0.01)])
-def test_eps_follows_its_schedule_and_the_initial_eps_is_kept(schedule, final):
+def test_eps_follows_its_schedule_and_the_schedule_keeps_the_base(schedule, final):
     model = Regressor(eps_schedule=schedule, eps_final_ratio=final)
     fit(model, batch_size=16, max_steps=8)
     group = model.optimizers().optimizer.param_groups[0]
-    assert group["initial_eps"] == 1e-3
+    assert model.zo_engine.eps_schedule.base_eps == [1e-3] and "initial_eps" not in group  # one owner of the base
     from zolightning.functional.eps_schedule import eps_factor
 
     assert group["eps"] == pytest.approx(1e-3 * eps_factor(schedule, 7, 8, final))
@@ -155,3 +155,20 @@ def test_lr_scales_multiply_the_learning_rate_of_matching_parameters():
     # Still perturbed (and restored up to fp32 rounding), never updated.
     torch.testing.assert_close(scaled_moves["net.2.weight"], torch.zeros_like(moves["net.2.weight"]), rtol=0, atol=1e-7)
     torch.testing.assert_close(scaled_moves["net.2.bias"], moves["net.2.bias"], rtol=1e-4, atol=1e-7)
+
+
+def test_a_users_eps_edit_mid_run_is_honoured_under_the_trainer():
+    class EditEps(Callback):
+        def __init__(self) -> None:
+            self.eps: list[float] = []
+
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            if trainer.global_step == 2:
+                pl_module.optimizers().optimizer.param_groups[0]["eps"] = 4e-3
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.eps.append(pl_module.zo_engine.last.eps)
+
+    edit = EditEps()
+    fit(Regressor(), batch_size=16, max_steps=4, callbacks=[edit])
+    assert edit.eps == [1e-3, 1e-3, 4e-3, 4e-3]

@@ -1,8 +1,10 @@
 """zolightning: zeroth-order (MeZO-style) training as a first-class citizen of PyTorch Lightning.
 
-Layers, each calling only those below it (``docs/architecture.md``): :mod:`zolightning.functional` (pure functions),
-:mod:`zolightning.structures`, :mod:`zolightning.estimators` and :mod:`zolightning.optim`, the step engine
-(:class:`StepEngine`), :class:`ZOLightningModule` / :func:`as_zo` and ``zolightning.callbacks``, and the CLI
+Layers, each importing only those below it (``docs/architecture.md``): :mod:`zolightning.functional` (pure functions
+and value objects); :mod:`zolightning.structures` and :mod:`zolightning.estimators`; the step engine
+(:class:`StepEngine`, whose ``measure`` is the first call of a step) and :class:`ZOConfig`; :mod:`zolightning.optim`
+(whose ``apply`` is the second) and :mod:`zolightning.diagnostics`; :class:`ZOLightningModule` / :func:`as_zo`,
+``zolightning.callbacks``, :mod:`zolightning.trajectory` and :mod:`zolightning.tasks`; and the CLI
 (:mod:`zolightning.cli`).
 """
 
@@ -12,5 +14,6 @@ from zolightning.module import ZOLightningModule
 from zolightning.strategies import DeviceMapStrategy
 from zolightning.wrap import as_zo
 
-__all__ = ["DeviceMapStrategy", "StepEngine", "ZOConfig", "ZOLightningModule", "as_zo"]
-__version__ = "0.1.0"
+from zolightning.version import __version__
+
+__all__ = ["DeviceMapStrategy", "StepEngine", "ZOConfig", "ZOLightningModule", "__version__", "as_zo"]

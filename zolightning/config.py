@@ -17,20 +17,25 @@ GradientSource = Literal["zeroth_order", "backprop"]
 """Where a step's update comes from: two-point ZO estimates (the engine) or backpropagation (the baseline)."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class ZOConfig:
     """How the zeroth-order step runs: the ``zo:`` key of a :class:`~zolightning.ZOLightningModule`, and the settings
     of a :class:`~zolightning.engine.StepEngine` in any loop.
 
+    Frozen and shared: the module's ``zo_config`` is its engine's ``config``, the same object; a change makes a new
+    one (``dataclasses.replace(config, seed=1)``, or ``as_zo(module, ...)``, which rebuilds the engine with it).
+
     Who owns what: the optimizer owns lr, ε and weight decay (per param group, like any ``torch.optim`` setting);
-    this config owns everything else. ``eps``, ``lr`` and ``weight_decay`` here exist only for the cases where there
-    is no ZO optimizer to hold them, and setting them beside one is an error that names both.
+    this config owns everything else. ``eps``, ``lr`` and ``weight_decay`` here only give the initial values where
+    there is no ZO optimizer to hold them (the default optimizer, or ε in a plain ``torch.optim`` optimizer's groups),
+    and setting them beside one is an error that names both.
 
     Attributes:
         seed: base seed of the perturbation directions; the step seed mixes it with the step counter
-            (``trainer.global_step`` in Lightning). Structures without a seed of their own use it too (default 0).
-        eps: ε for a plain ``torch.optim`` optimizer (which has no ε) and for the default optimizer (unset: 1e-3,
-            MeZO's). A ZO optimizer's ε is its own ``eps``.
+            (``trainer.global_step`` in Lightning). Structure rules use it too, unless given their own ``seed``
+            explicitly (default 0). The only seed of the step: optimizers take none.
+        eps: the initial ε of a plain ``torch.optim`` optimizer's groups (written there as ``zo_eps``: it has no ε
+            of its own) and of the default optimizer (unset: 1e-3, MeZO's). A ZO optimizer's ε is its own ``eps``.
         lr: the default optimizer's learning rate, used only when no optimizer is configured (unset: 1e-6, MeZO's).
         weight_decay: the default optimizer's weight decay, likewise (unset: 0).
         eval_mode: run the forwards in eval mode: dropout off, BatchNorm statistics untouched (default True, as in
@@ -54,7 +59,9 @@ class ZOConfig:
         clip: clip each direction's projected gradient g to [−clip, clip] (default ``None``: no clipping).
         eps_schedule: how ε changes over training: ``constant`` (default), ``linear``, ``cosine`` or ``geometric``,
             from the optimizer's ε to ``eps_final_ratio``·ε at the last step (``trainer.max_steps``, or the
-            estimated number of updates).
+            estimated number of updates). Like an LR scheduler it writes each group's ε before a step, and a value
+            written into a group since (``group["eps"] = x``) is that step's ε and the schedule's new base
+            (:class:`~zolightning.engine.eps_scheduler.EpsScheduler`).
         eps_final_ratio: ε at the end over ε at the start, for a non-constant ``eps_schedule`` (default 0.1).
         lr_scales: multipliers on the learning rate of the tensors a step updates, for every optimizer and
             structure (default none):
@@ -127,7 +134,7 @@ class ZOConfig:
         if self.clip is not None and not self.clip > 0:
             raise ValueError(f"`clip` must be > 0 or None (no clipping), got {self.clip}.")
         check_eps_schedule(self.eps_schedule, self.eps_final_ratio)
-        self.lr_scales = check_lr_scales(self.lr_scales)
+        object.__setattr__(self, "lr_scales", check_lr_scales(self.lr_scales))  # frozen: normalised once, here
         check_int_at_least(self.max_nonfinite, 1, "max_nonfinite")
         if self.divergence_factor is not None and not self.divergence_factor > 1:
             raise ValueError(f"`divergence_factor` must be > 1 or None (no check), got {self.divergence_factor}.")
@@ -136,11 +143,14 @@ class ZOConfig:
 
     @classmethod
     def coerce(cls, value: ZOConfig | Mapping[str, Any] | None, **overrides: Any) -> ZOConfig:
-        """A config from an instance, a mapping (e.g. YAML), or ``None`` (defaults), with ``overrides`` applied.
+        """A config from an instance, a mapping (e.g. YAML), or ``None`` (defaults), with ``overrides`` applied. An
+        instance without overrides is returned as it is (shared, not copied).
 
         Raises:
             TypeError: an unknown option name, listing the known ones.
         """
+        if isinstance(value, ZOConfig) and not overrides:
+            return value
         if value is None:
             base: dict[str, Any] = {}
         elif isinstance(value, ZOConfig):

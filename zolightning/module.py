@@ -1,10 +1,11 @@
-"""``ZOLightningModule``: a LightningModule whose training step is a zeroth-order step of a :class:`StepEngine`.
+"""``ZOLightningModule``: a LightningModule whose training step is a zeroth-order step: its engine's ``measure``,
+then its optimizer's ``apply``.
 
 A subclass writes ``training_step`` exactly as for backprop, returning the loss (a scalar tensor, or a dict with
 ``"loss"``). The class wraps that method: when Lightning calls it, the module hands it, bound to the batch, to its
-step engine as the objective, through Lightning's wrapped optimizer (so ``global_step``, ``max_steps``,
-checkpointing and LR schedulers behave as with backprop). Validation and test steps are untouched. The module only
-adapts Lightning to the engine: it owns no step logic of its own.
+step engine as the objective, and applies the measurement through Lightning's wrapped optimizer (so
+``global_step``, ``max_steps``, checkpointing, hooks and LR schedulers behave as with backprop). Validation and test
+steps are untouched. The module only adapts Lightning to the two calls: it owns no step logic of its own.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torch import Tensor
 from typing_extensions import override
 
 from zolightning.config import ZOConfig
+from zolightning.engine.measurement import Recorded, Update
 from zolightning.engine.step import REENTRANT_STEP, StepEngine
 from zolightning.functional.estimate import DirectionalEstimate
 from zolightning.optim.gradient_update import GradientUpdate
@@ -35,7 +37,9 @@ from zolightning.training_step import evaluation_mode, extract_loss, zo_training
 from zolightning.trainer_checks import (
     check_adaptive_optimizer,
     check_half_precision_updates,
+    check_setting_owners,
     check_trainer_for_zo,
+    optimizer_step_watched,
     step_schedulers,
 )
 
@@ -55,17 +59,21 @@ class ZOLightningModule(StepLogging, LightningModule):
         *args, **kwargs: passed to ``LightningModule``.
 
     Attributes:
-        zo_config: the resolved :class:`ZOConfig`.
-        zo_engine: the :class:`~zolightning.engine.StepEngine` that runs each step; callbacks install structures on it.
+        zo_config: the resolved :class:`ZOConfig`: the engine's own (frozen; ``as_zo`` makes a new one).
+        zo_engine: the :class:`~zolightning.engine.StepEngine` that measures each step (structures install on it).
+        zo_update: the update that applies each measurement (the ZO optimizer itself, or
+            :class:`~zolightning.optim.GradientUpdate` around a ``torch.optim`` one), from ``on_fit_start``.
+        zo_replay: the recorded numbers of the coming step when it replays a logged run (set before each batch by
+            :class:`~zolightning.callbacks.TrajectoryReplay`), else ``None``.
 
     The optimizer: ``configure_optimizers`` may return a ZO optimizer (``zolightning.optim``) or any ``torch.optim``
     optimizer (the estimate ``g·z`` is then written into ``.grad`` before it steps, with ε from ``zo.eps``). A class
     in the hierarchy that defines ``configure_optimizers`` always wins; only where none does, the default is
     :class:`~zolightning.optim.ZOSGD` with ``zo.lr`` / ``zo.eps`` / ``zo.weight_decay``.
 
-    Hooks: with a ZO optimizer, Lightning's ``on_before_optimizer_step`` runs after each evaluation, as for any
-    optimizer that re-evaluates its closure (``LBFGS``). Values logged with ``self.log`` inside ``training_step`` are
-    averaged over the evaluations and logged once per step.
+    Hooks: Lightning's ``on_before_optimizer_step`` runs once per update, after the step's evaluations and before the
+    update, with θ restored (and, with a ``torch.optim`` optimizer, the estimate in ``.grad``). Values logged with
+    ``self.log`` inside ``training_step`` are averaged over the evaluations and logged once per step.
     """
 
     def __init__(self, zo: ZOConfig | Mapping[str, Any] | None = None, *args: Any, **kwargs: Any) -> None:
@@ -85,9 +93,11 @@ class ZOLightningModule(StepLogging, LightningModule):
                     break
 
     def _init_zo(self, config: ZOConfig) -> None:
-        self.zo_config = config
         self.automatic_optimization = False
         self.zo_engine = StepEngine(config, module=self)
+        self.zo_update: Update | None = None
+        self.zo_replay: Recorded | None = None
+        self._zo_defer = False
         self._zo_evaluating = False
         self._zo_log_buffer: list[tuple[str, Any, dict[str, Any]]] | None = None
         self._zo_checked = False
@@ -97,6 +107,11 @@ class ZOLightningModule(StepLogging, LightningModule):
         self._zo_update_started = 0.0
         self._zo_update_samples = 0
         self._zo_quiet: ExitStack | None = None
+
+    @property
+    def zo_config(self) -> ZOConfig:
+        """The ZO settings: the engine's config, the same object."""
+        return self.zo_engine.config
 
     @property
     def zo_structure(self) -> PerturbationStructure:
@@ -151,36 +166,19 @@ class ZOLightningModule(StepLogging, LightningModule):
         return optimizers
 
     def _bind_engine(self, optimizer: torch.optim.Optimizer) -> None:
-        """Make ``optimizer`` the engine's update stage (once per fit), after checking who owns which setting."""
+        """Attach ``optimizer``'s update to the engine (once per fit), after checking who owns which setting."""
         if self._zo_bound is optimizer:
             return
         config, engine = self.zo_config, self.zo_engine
-        default = optimizer is self._zo_default_optimizer
-        if config.gradient == "backprop" and isinstance(optimizer, ZOOptimizer):
-            raise ValueError(
-                f"`zo.gradient: backprop` trains with a first-order optimizer, but the optimizer is "
-                f"{type(optimizer).__name__}, a ZO one. Configure a torch.optim optimizer (e.g. `optimizer: "
-                "torch.optim.Adam` with `lr: 1e-5` in YAML), or set `zo.gradient: zeroth_order`."
-            )
+        zo_optimizer = isinstance(optimizer, ZOOptimizer)
+        check_setting_owners(config, optimizer, zo_optimizer, default=optimizer is self._zo_default_optimizer)
         if isinstance(optimizer, ZOOptimizer):
-            owned = {"lr": config.lr, "weight_decay": config.weight_decay} if not default else {}
-            owned["eps"] = None if default else config.eps
-            duplicated = [name for name, value in owned.items() if value is not None]
-            if duplicated:
-                raise ValueError(
-                    f"`zo.{duplicated[0]}` is set, but {type(optimizer).__name__} has its own `{duplicated[0]}`: the "
-                    "optimizer owns lr, eps and weight_decay. Remove it from `zo:` and set it on the optimizer "
-                    "(e.g. `optimizer.init_args.eps` in YAML)."
-                )
             optimizer.use_engine(engine)
+            update: Update = optimizer
         else:
-            for name in ("lr", "weight_decay"):
-                if getattr(config, name) is not None:
-                    raise ValueError(
-                        f"`zo.{name}` is set, but {type(optimizer).__name__} has its own: set it on the optimizer."
-                    )
-            engine.bind(GradientUpdate(optimizer, eps=1e-3 if config.eps is None else config.eps))
-        check_half_precision_updates(self, optimizer, isinstance(optimizer, ZOOptimizer))
+            update = GradientUpdate(optimizer, eps=1e-3 if config.eps is None else config.eps)
+            engine.attach(update.target())
+        check_half_precision_updates(self, optimizer, zo_optimizer)
         check_adaptive_optimizer(optimizer, zo_estimates=config.gradient != "backprop")
         engine.names = {id(p): name for name, p in self.named_parameters()}
         trainer = self.trainer
@@ -188,6 +186,10 @@ class ZOLightningModule(StepLogging, LightningModule):
         if total is None or total < 0:
             total = int(trainer.estimated_stepping_batches) // config.accumulate_batches
         engine.total_steps = total
+        self.zo_update = update
+        # θ may stay displaced into the update's noise pass unless a hook reads it before the update: a ZO
+        # optimizer's update follows those hooks; a torch optimizer's gradient write (which restores) precedes them.
+        self._zo_defer = not zo_optimizer or not optimizer_step_watched(trainer, self)
         self._zo_bound = optimizer
 
     @override
@@ -198,8 +200,7 @@ class ZOLightningModule(StepLogging, LightningModule):
         self._bind_engine(optimizer)
         # One hparams header with all the run used (its optimizer's own settings, not `zo:`'s defaults), written
         # before Lightning's, which it holds back. Logged, not saved: a checkpoint keeps the init arguments.
-        rule = self.zo_engine.rule
-        log_run_hparams(self, optimizer_hparams(optimizer, rule.eps if isinstance(rule, GradientUpdate) else None))
+        log_run_hparams(self, optimizer_hparams(optimizer))
 
     @override
     def on_fit_end(self) -> None:
@@ -216,7 +217,8 @@ class ZOLightningModule(StepLogging, LightningModule):
     # ----------------------------------------------------------------------------------------------- the ZO step
 
     def zo_step(self, loss_fn: Callable[[], Any], batch: Any = None) -> Any:
-        """Run one ZO step with ``loss_fn`` (the user's ``training_step`` bound to the batch) as the objective.
+        """Run one ZO step with ``loss_fn`` (the user's ``training_step`` bound to the batch) as the objective:
+        ``zo_update.apply(zo_engine.measure(loss_fn))``, the update going through Lightning's wrapped optimizer.
 
         With ``zo.accumulate_batches`` = k, micro-batches 1 … k−1 are only measured; the k-th updates.
 
@@ -230,8 +232,8 @@ class ZOLightningModule(StepLogging, LightningModule):
         wrapped = self.zo_optimizer()
         optimizer = wrapped.optimizer
         self._bind_engine(optimizer)
-        engine, trainer = self.zo_engine, self.trainer
-        step = trainer.global_step
+        engine, trainer, update = self.zo_engine, self.trainer, self.zo_update
+        assert update is not None
         last_output: list[Any] = [None]
 
         def evaluate() -> Tensor:
@@ -250,27 +252,21 @@ class ZOLightningModule(StepLogging, LightningModule):
         self._zo_log_buffer = []
         try:
             with evaluation_mode(self, self.zo_config.eval_mode):
-                if not updates:
-                    engine.step(evaluate, step=step, update=False)
-                elif isinstance(optimizer, ZOOptimizer):
-                    wrapped.step(closure=evaluate, step=step)
-                else:
-                    wrapped.zero_grad(set_to_none=True)
-                    try:
-                        wrapped.step(closure=lambda: engine.step(evaluate, step=step))
-                    finally:
-                        wrapped.zero_grad(set_to_none=True)
+                measurement = engine.measure(
+                    evaluate, trainer.global_step, accumulate=not updates, recorded=self.zo_replay,
+                    defer_restore=self._zo_defer,
+                )
+                if updates:
+                    update.apply(measurement, stepper=wrapped)  # Lightning counts the step and runs its hooks
         finally:
             logged, self._zo_log_buffer = self._zo_log_buffer, None
-        result = engine.last
-        assert result is not None
         self._zo_micro_batches = 0 if updates else self._zo_micro_batches + 1
         if updates:
             step_schedulers(trainer, "step")
-            self._log_step(result, optimizer)
+            self._log_step(measurement, optimizer)
         self._replay_logs(logged)
         output = last_output[0]
-        return {**output, "loss": result.loss} if isinstance(output, Mapping) else result.loss
+        return {**output, "loss": measurement.loss} if isinstance(output, Mapping) else measurement.loss
 
     def zo_objective(self, batch: Any, batch_idx: int = 0) -> Callable[[], Tensor]:
         """The step's objective on ``batch``, for measurements outside the step (diagnostics, the lr/ε finder): the

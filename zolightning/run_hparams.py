@@ -56,12 +56,10 @@ _HEADERS: weakref.WeakKeyDictionary[Logger, dict[str, Any] | None] = weakref.Wea
 _HELD: weakref.WeakKeyDictionary[Any, bool] = weakref.WeakKeyDictionary()
 
 
-def optimizer_hparams(optimizer: Any, zo_eps: float | None = None) -> dict[str, Any]:
-    """``{"class": …, **first param group}``: the scalar settings of the optimizer as the run uses them; ``zo_eps``
-    (the ε of a plain torch optimizer's ZO estimates) is added as ``zo_eps`` when given."""
+def optimizer_hparams(optimizer: Any) -> dict[str, Any]:
+    """``{"class": …, **first param group}``: the scalar settings of the optimizer as the run uses them (for a plain
+    torch optimizer, ``zo_eps``, the ε of its ZO estimates, is one of its group's settings)."""
     group = {k: v for k, v in optimizer.param_groups[0].items() if isinstance(v, (int, float, str, bool, tuple))}
-    if zo_eps is not None:
-        group["zo_eps"] = zo_eps
     return {"class": type(optimizer).__name__, **group}
 
 

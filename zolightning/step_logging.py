@@ -11,12 +11,12 @@ from lightning.pytorch.utilities.data import extract_batch_size
 from torch import Tensor
 from typing_extensions import override
 
-from zolightning.engine.step import StepResult
+from zolightning.engine.measurement import Measurement
 
 
 class StepLogging(LightningModule):
     """Mixed into :class:`~zolightning.ZOLightningModule`: ``self.log`` inside ``training_step`` is held during the
-    step's evaluations and replayed once (numbers averaged), and each update logs the engine's figures:
+    step's evaluations and replayed once (numbers averaged), and each update logs its measurement's figures:
     ``train/loss``, ``train/projected_grad``, ``train/lr``, ``train/eps``, ``train/time_forward``,
     ``train/time_perturb_update``, ``train/steps_per_sec``, ``train/samples_per_sec`` and ``train/nonfinite_steps``."""
 
@@ -24,7 +24,7 @@ class StepLogging(LightningModule):
     _zo_update_started: float
     _zo_update_samples: int
 
-    def _log_step(self, result: StepResult, optimizer: torch.optim.Optimizer) -> None:
+    def _log_step(self, result: Measurement, optimizer: torch.optim.Optimizer) -> None:
         total = time.perf_counter() - self._zo_update_started
         metrics = {
             "train/loss": result.loss,

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from lightning.pytorch import Callback, LightningModule
+from lightning.pytorch.utilities.model_helpers import is_overridden
 from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.types import LRSchedulerConfig
 from torch import nn, optim
@@ -90,6 +92,35 @@ def check_trainer_for_zo(trainer: Any, module: nn.Module) -> None:
         )
 
 
+def check_setting_owners(config: Any, optimizer: Any, zo_optimizer: bool, default: bool) -> None:
+    """Refuse a setting with two owners: ``zo.lr``, ``zo.weight_decay`` or ``zo.eps`` beside an optimizer that has
+    its own (a ZO optimizer owns all three; a plain ``torch.optim`` one lr and weight decay, and takes ε from
+    ``zo.eps``), and a ZO optimizer under ``zo.gradient: backprop``. ``default``: the optimizer is the module's default,
+    built from ``zo.lr``, ``zo.eps`` and ``zo.weight_decay``; ``zo_optimizer``: it is a ZO one (the caller says: this
+    layer does not import the optimizers' classes)."""
+    name = type(optimizer).__name__
+    if config.gradient == "backprop" and zo_optimizer:
+        raise ValueError(
+            f"`zo.gradient: backprop` trains with a first-order optimizer, but the optimizer is {name}, a ZO one. "
+            "Configure a torch.optim optimizer (e.g. `optimizer: torch.optim.Adam` with `lr: 1e-5` in YAML), or set "
+            "`zo.gradient: zeroth_order`."
+        )
+    if zo_optimizer:
+        owned = {"lr": config.lr, "weight_decay": config.weight_decay} if not default else {}
+        owned["eps"] = None if default else config.eps
+        duplicated = [setting for setting, value in owned.items() if value is not None]
+        if duplicated:
+            raise ValueError(
+                f"`zo.{duplicated[0]}` is set, but {name} has its own `{duplicated[0]}`: the optimizer owns lr, eps "
+                "and weight_decay. Remove it from `zo:` and set it on the optimizer (e.g. `optimizer.init_args.eps` "
+                "in YAML)."
+            )
+        return
+    for setting in ("lr", "weight_decay"):
+        if getattr(config, setting) is not None:
+            raise ValueError(f"`zo.{setting}` is set, but {name} has its own: set it on the optimizer.")
+
+
 def check_half_precision_updates(module: Any, optimizer: Any, zo_optimizer: bool) -> None:
     """Warn when half-precision trainable weights would silently lose small updates: a ZO optimizer group set to
     ``low_precision='nearest'``, or a plain ``torch.optim`` optimizer (which writes updates rounded to nearest and has
@@ -146,6 +177,15 @@ def check_adaptive_optimizer(optimizer: Any, zo_estimates: bool) -> None:
         f"`HiZOO`); or keep {name} with lr <= {ADAPTIVE_LR_LIMIT:g}. The `zolightning.callbacks.ZOLearningRateFinder` "
         "callback measures a learning rate for the run."
     )
+
+
+def optimizer_step_watched(trainer: Any, module: Any) -> bool:
+    """Whether anything reads the model in Lightning's ``on_before_optimizer_step``: the module or a callback
+    overrides it. If not, a ZO optimizer's step may leave θ at its last evaluation point for the update's noise pass
+    to bring back (one pass of noise fewer); if so, θ is restored before those hooks run."""
+    if is_overridden("on_before_optimizer_step", module, LightningModule):
+        return True
+    return any(is_overridden("on_before_optimizer_step", callback, Callback) for callback in trainer.callbacks)
 
 
 def step_schedulers(trainer: Any, interval: str) -> None:

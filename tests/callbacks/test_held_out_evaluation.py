@@ -211,3 +211,15 @@ def test_a_fit_stopped_before_its_first_step_scores_nothing_and_says_so(capsys, 
     assert capsys.readouterr().out.splitlines() == [
         "Held-out test accuracy: the test set was not scored, because training stopped before its first step."
     ]
+
+
+def test_scores_by_torchmetrics_leave_out_a_class_neither_present_nor_predicted():
+    evaluator = HeldOutEvaluation(verbose=False)
+    # Class 2 is predicted but never the target (it counts, with 0); class 3 is neither (left out of macro averages).
+    evaluator.labels = (torch.tensor([0, 2, 1, 1, 0]), torch.tensor([0, 0, 1, 1, 1]), 4)
+    scores = evaluator.scores()
+    assert scores["accuracy"] == pytest.approx(3 / 5)
+    assert scores["balanced_accuracy"] == pytest.approx((1 / 2 + 2 / 3 + 0) / 3)
+    assert scores["macro_f1"] == pytest.approx((1 / 2 + 4 / 5 + 0) / 3)
+    with pytest.raises(RuntimeError, match="No evaluation yet"):
+        HeldOutEvaluation(verbose=False).scores()

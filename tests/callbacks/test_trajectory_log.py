@@ -30,12 +30,11 @@ def fit(tmp_path, module: Regressor, *callbacks: Callback, steps: int = 3, **tra
 @pytest.mark.parametrize(
     ("module", "callbacks", "message"),
     [
-        (lambda: Regressor("zo-sgd-cons"), [], r"ZOSGDCons cannot be replayed .* two more losses"),
         (lambda: Regressor("sgd"), [], r"SGD is a plain torch.optim optimizer: .* Use a ZO optimizer"),
         (lambda: Regressor("adam", gradient="backprop"), [], r"backprop.* cannot be logged"),
         (lambda: Regressor(), [lambda: StructureCallback(Unregistered())], r"Unregistered is not in .*STRUCTURES"),
     ],
-    ids=["zo-sgd-cons", "torch-sgd", "backprop", "unregistered-rule"],
+    ids=["torch-sgd", "backprop", "unregistered-rule"],
 )
 def test_what_cannot_be_replayed_is_refused_before_the_first_step(tmp_path, module, callbacks, message):
     with pytest.raises(TrajectoryError, match=message):

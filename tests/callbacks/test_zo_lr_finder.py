@@ -15,7 +15,7 @@ from zolightning.callbacks import ZOLearningRateFinder
 class WeightsAtStart(Callback):
     def on_train_start(self, trainer, pl_module):
         self.weights = [p.detach().clone() for p in pl_module.parameters()]
-        self.groups = [dict(lr=g["lr"], eps=g["eps"]) for g in pl_module.zo_engine.rule.param_groups]
+        self.groups = [dict(lr=g["lr"], eps=g["eps"]) for g in pl_module.zo_optimizer().optimizer.param_groups]
 
 
 def test_apply_sets_the_proposal_and_the_search_leaves_the_weights_bitwise_alone():

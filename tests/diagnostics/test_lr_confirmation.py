@@ -19,7 +19,7 @@ def quadratic(momentum=0.0):
 
 def test_an_lr_past_the_stability_limit_is_backed_off_until_real_steps_lower_the_loss():
     optimizer, x, objective_for = quadratic()
-    result = confirm_lr(optimizer.engine, objective_for, 4 * LIMIT, train=[0], judge=[1], steps=40)
+    result = confirm_lr(optimizer.engine, optimizer, objective_for, 4 * LIMIT, train=[0], judge=[1], steps=40)
     assert result.lr is not None and result.lr <= LIMIT
     assert [lr for lr, _, _ in result.tried][0] == 4 * LIMIT and len(result.tried) >= 3
     first_before, first_after = result.tried[0][1:]
@@ -29,7 +29,7 @@ def test_an_lr_past_the_stability_limit_is_backed_off_until_real_steps_lower_the
 
 def test_a_stable_lr_is_kept_as_it_is():
     optimizer, x, objective_for = quadratic()
-    result = confirm_lr(optimizer.engine, objective_for, LIMIT / 4, train=[0], judge=[1], steps=20)
+    result = confirm_lr(optimizer.engine, optimizer, objective_for, LIMIT / 4, train=[0], judge=[1], steps=20)
     assert result.lr == LIMIT / 4 and len(result.tried) == 1
 
 
@@ -39,7 +39,7 @@ def test_weights_optimizer_state_and_engine_counters_are_put_back():
         optimizer.step(objective_for(0))
     weights, state = x.detach().clone(), {k: v.clone() for k, v in optimizer.state[x].items()}
     steps, lr = optimizer.engine.steps, optimizer.param_groups[0]["lr"]
-    confirm_lr(optimizer.engine, objective_for, 4 * LIMIT, train=[0], judge=[1], steps=10)
+    confirm_lr(optimizer.engine, optimizer, objective_for, 4 * LIMIT, train=[0], judge=[1], steps=10)
     assert torch.equal(x.detach(), weights)
     assert all(torch.equal(optimizer.state[x][k], v) for k, v in state.items())
     assert optimizer.engine.steps == steps and optimizer.param_groups[0]["lr"] == lr
@@ -47,12 +47,13 @@ def test_weights_optimizer_state_and_engine_counters_are_put_back():
 
 def test_no_lr_is_confirmed_when_every_back_off_still_climbs():
     optimizer, x, objective_for = quadratic()
-    result = confirm_lr(optimizer.engine, objective_for, 1e3 * LIMIT, train=[0], judge=[1], steps=20, backoffs=2)
+    result = confirm_lr(optimizer.engine, optimizer, objective_for, 1e3 * LIMIT, train=[0], judge=[1], steps=20,
+                        backoffs=2)
     assert result.lr is None and len(result.tried) == 3
 
 
 def test_a_fall_in_the_fourth_digit_is_noise_and_confirms_nothing():
     optimizer, x, objective_for = quadratic()
     flat = lambda t: (lambda: 2.302 + 1e-7 * (x * x).sum())  # noqa: E731  (a model at chance, barely moving)
-    result = confirm_lr(optimizer.engine, flat, LIMIT / 4, train=[0], judge=[1], steps=10, backoffs=1)
+    result = confirm_lr(optimizer.engine, optimizer, flat, LIMIT / 4, train=[0], judge=[1], steps=10, backoffs=1)
     assert result.lr is None and len(result.tried) == 2

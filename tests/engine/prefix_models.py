@@ -20,6 +20,8 @@ from transformers import (
     OPTForCausalLM,
 )
 
+from zolightning.config import ZOConfig
+from zolightning.engine import StepEngine
 from zolightning.optim import ZOSGD
 from zolightning.structures import BlockSelection
 
@@ -87,7 +89,7 @@ def zo_run(name: str, reuse: bool, steps: int, **optimizer_options) -> tuple[lis
     model, loss = build(name)
     model = copy.deepcopy(model)
     optimizer = ZOSGD(model.named_parameters(), lr=optimizer_options.pop("lr", 1e-2), eps=1e-3, **optimizer_options)
-    optimizer.engine.config.prefix_reuse = reuse
+    optimizer.use_engine(StepEngine(ZOConfig(prefix_reuse=reuse)))
     optimizer.engine.install(BlockSelection("layer"), module=model)
     losses, reports = [], []
     for _ in range(steps):

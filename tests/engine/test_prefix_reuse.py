@@ -40,10 +40,7 @@ def llama_engine(block: str, optimizer_class=ZOSGD, reuse: bool = True, **config
         p.requires_grad_(pattern in name)
     trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
     optimizer = optimizer_class(trainable, lr=1e-3, eps=1e-3)
-    optimizer.engine.config.prefix_reuse = reuse
-    for name, value in config.items():
-        setattr(optimizer.engine.config, name, value)
-    optimizer.engine.module = model
+    optimizer.use_engine(StepEngine(ZOConfig(prefix_reuse=reuse, **config), module=model))
     return model, loss, optimizer
 
 
@@ -62,8 +59,6 @@ def test_a_middle_block_step_runs_the_prefix_once_and_the_suffix_at_every_evalua
 )
 def test_the_prefix_runs_once_whatever_the_number_of_evaluations(optimizer_class, config, evaluations):
     model, loss, optimizer = llama_engine("3", optimizer_class, **config)
-    if "estimator" in config or "num_directions" in config:
-        optimizer.engine.estimator = StepEngine(ZOConfig(**config)).estimator
     calls = count_mlp_calls(model)
     optimizer.step(lambda: loss(model))
     assert calls == [1, 1, 1, evaluations]
@@ -175,7 +170,7 @@ def test_lora_adapters_per_layer_reuse_the_prefix_exactly():
         for name, p in model.named_parameters():
             p.requires_grad_("lora_" in name)
         optimizer = ZOSGD([(n, p) for n, p in model.named_parameters() if p.requires_grad], lr=1e-1, eps=1e-2)
-        optimizer.engine.config.prefix_reuse = reuse
+        optimizer.use_engine(StepEngine(ZOConfig(prefix_reuse=reuse)))
         optimizer.engine.install(BlockSelection("layer"), module=model)
         reports = []
         for _ in range(4):
@@ -196,8 +191,7 @@ def fallback_is_exact(model_class, active: str, reason: str) -> None:
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith(active))
         optimizer = ZOSGD([(n, p) for n, p in model.named_parameters() if p.requires_grad], lr=1e-1, eps=1e-2)
-        optimizer.engine.config.prefix_reuse = reuse
-        optimizer.engine.module = model
+        optimizer.use_engine(StepEngine(ZOConfig(prefix_reuse=reuse), module=model))
         x = torch.randn(5, 4, generator=torch.Generator().manual_seed(1))
         for _ in range(3):
             optimizer.step(lambda: model(x))
@@ -243,3 +237,36 @@ class OutsideResidual(torch.nn.Module):
 @pytest.mark.parametrize("active", ["layers.2.", "head."])
 def test_a_residual_added_outside_the_layers_runs_in_full_and_stays_exact(active):
     fallback_is_exact(OutsideResidual, active, "does not go straight into the next module")
+
+
+class Bystander(torch.nn.Module):
+    """A second model in the process: each call records the hooks it can see (its own and torch's global ones)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 4)
+        self.seen: list[int] = []
+
+    def forward(self, x):
+        from torch.nn.modules import module as torch_module
+
+        hooks = [torch_module._global_forward_pre_hooks, torch_module._global_forward_hooks]
+        hooks += [hook for m in self.modules() for hook in (m._forward_pre_hooks, m._forward_hooks)]
+        self.seen.append(sum(len(h) for h in hooks))
+        return self.linear(x)
+
+
+def test_a_second_model_in_the_process_sees_no_hook_during_a_step():
+    """Prefix reuse hooks the modules of the model being trained only, and only while it records: another model,
+    called inside the objective or beside it, runs with no hook at all."""
+    model, loss, optimizer = llama_engine("2")
+    bystander = Bystander()
+    x = torch.randn(2, 4)
+
+    def objective():
+        bystander(x)
+        return loss(model)
+
+    optimizer.step(objective)
+    assert optimizer.engine.last.prefix.reused_evaluations == 1  # the step did record and reuse
+    assert bystander.seen == [0, 0]

@@ -1,5 +1,5 @@
-"""``StepEngine.step``: seeds, restore (and its fusion into the update), cross-rank numbers, q directions,
-gradient accumulation and query parallelism."""
+"""``StepEngine.measure`` (and the step it makes with an update): seeds, restore (and its fusion into the update),
+cross-rank numbers, q directions, gradient accumulation and query parallelism."""
 
 import copy
 
@@ -9,7 +9,7 @@ import torch
 from tests.estimators.helpers import assert_restored, batch, fails_at, small_mlp
 from zolightning.config import ZOConfig
 from zolightning.engine import StepEngine
-from zolightning.functional import collectives
+from zolightning.engine import collectives
 from zolightning.functional.estimate import DirectionalEstimate
 from zolightning.functional.noise import step_seed
 from zolightning.optim import ZOSGD
@@ -88,12 +88,14 @@ def test_accumulated_micro_batches_equal_one_larger_batch():
     model = small_mlp()
     twin = copy.deepcopy(model)
     x, y = batch()
-    optimizer = ZOSGD(model.parameters(), lr=0.1, seed=4)
-    twin_optimizer = ZOSGD(twin.parameters(), lr=0.1, seed=4)
+    optimizer = ZOSGD(model.parameters(), lr=0.1)
+    engine_of(optimizer, seed=4)
+    twin_optimizer = ZOSGD(twin.parameters(), lr=0.1)
+    engine_of(twin_optimizer, seed=4)
     before = [p.detach().clone() for p in model.parameters()]
 
     optimizer.step(cross_entropy(model, x[:16], y[:16]), accumulate=True)
-    assert optimizer.engine.steps == 0 and not optimizer.engine.last.updated
+    assert optimizer.engine.steps == 0 and not optimizer.engine.last.updates
     assert_restored(optimizer.engine.plan(0), before, optimizer.last_estimate.seed, "arithmetic")  # nothing applied
     optimizer.step(cross_entropy(model, x[16:], y[16:]))
     twin_optimizer.step(cross_entropy(twin, x, y))
@@ -127,7 +129,7 @@ def test_a_skipped_non_finite_step_still_restores_the_weights():
     optimizer = ZOSGD(layer.parameters(), lr=0.1)
     engine = engine_of(optimizer, restore="arithmetic")
     optimizer.step(lambda: torch.tensor(float("inf")))
-    assert not engine.last.updated and engine.nonfinite.total == 1
+    assert not engine.last.updates and engine.nonfinite.total == 1
     assert_restored(engine.plan(0), before, optimizer.last_estimate.seed, "arithmetic")
 
 
@@ -227,3 +229,52 @@ def test_by_block_size_scales_each_blocks_step_by_the_ratio_of_stable_steps(rule
             torch.testing.assert_close(scaled[i], plain[i] * factor * (total + 2) / (d + 2), rtol=1e-3, atol=1e-7)
         for i in idle:
             assert scaled[i].abs().sum() == 0
+
+
+@pytest.mark.parametrize("defer_restore", [False, True])
+def test_a_step_is_apply_of_measure_bitwise(defer_restore):
+    """``optimizer.step(closure)`` is ``optimizer.apply(engine.measure(closure))``: whether the restore is done by
+    ``measure`` or left to the update's noise pass, the weights land on the same bits."""
+    x, y = batch()
+    model, twin = small_mlp(), small_mlp()
+    optimizer = ZOSGD(model.parameters(), lr=0.1, momentum=0.5)
+    twin_optimizer = ZOSGD(twin.parameters(), lr=0.1, momentum=0.5)
+    engine_of(optimizer, seed=5)
+    twin_engine = engine_of(twin_optimizer, seed=5)
+    for _ in range(3):
+        optimizer.step(cross_entropy(model, x, y))
+        twin_optimizer.apply(twin_engine.measure(cross_entropy(twin, x, y), defer_restore=defer_restore))
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), twin.parameters()))
+
+
+def test_measure_returns_a_value_and_leaves_the_weights_and_the_optimizer_alone():
+    x, y = batch()
+    model = small_mlp()
+    optimizer = ZOSGD(model.named_parameters(), lr=0.1, momentum=0.9)
+    engine = engine_of(optimizer, seed=2, num_directions=2)
+    before = [p.detach().clone() for p in model.parameters()]
+    measurement = engine.measure(cross_entropy(model, x, y), 4)
+    assert measurement.seeds == tuple(engine.seeds(4)) and measurement.step == 4 and engine.steps == 5
+    assert measurement.numbers.shape == (2, 2) and measurement.updates and measurement.displaced is None
+    assert measurement.active == tuple(name for name, _ in model.named_parameters())
+    assert [e.seed for e in measurement.estimates] == list(measurement.seeds)
+    for seed in measurement.seeds:
+        assert_restored(measurement.plan, before, seed, "arithmetic")
+    assert len(optimizer.state) == 0  # nothing of the update ran: no momentum buffer yet
+    optimizer.apply(measurement)
+    assert len(optimizer.state) == len(before)
+
+
+def test_a_deferred_restore_leaves_theta_at_its_last_point_for_the_update():
+    x, y = batch()
+    model = small_mlp()
+    optimizer = ZOSGD(model.parameters(), lr=0.0)
+    engine = engine_of(optimizer, restore="arithmetic")
+    before = [p.detach().clone() for p in model.parameters()]
+    measurement = engine.measure(cross_entropy(model, x, y), defer_restore=True)
+    (seed,) = measurement.seeds
+    assert measurement.displaced is not None and measurement.displaced.seed == seed
+    for entry, b in zip(measurement.plan, before):  # at θ − εz, the two-sided estimator's last point
+        torch.testing.assert_close(entry.param.detach(), b - entry.eps * entry.direction_at(seed))
+    optimizer.apply(measurement)  # lr 0: the update only brings θ back
+    assert_restored(measurement.plan, before, seed, "arithmetic")

@@ -6,7 +6,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from zolightning.estimators import Estimator, Probe, TwoSided
+from zolightning.engine.probe import Probe
+from zolightning.estimators import Estimator, TwoSided
 from zolightning.functional.estimate import DirectionalEstimate
 from zolightning.functional.perturbation import PerturbationPlan
 from zolightning.structures import PerturbationStructure, TrainableTensor
@@ -48,7 +49,7 @@ def estimate(
 
 
 def assert_restored(plan: PerturbationPlan, before: Sequence[torch.Tensor], seed: int, restore: str) -> None:
-    """The restore guarantee (``zolightning/estimators/probe.py``): bitwise from a snapshot; arithmetically (fp32)
+    """The restore guarantee (``zolightning/engine/probe.py``): bitwise from a snapshot; arithmetically (fp32)
     each element within 2 ulp of |θ| + 2ε|z|, with z the direction the weights were displaced along."""
     for entry, old in zip(plan, before, strict=True):
         now = entry.param.detach()

@@ -3,7 +3,8 @@
 import pytest
 import torch
 
-from zolightning.estimators import ForwardGradient, Probe
+from zolightning.engine.probe import Probe
+from zolightning.estimators import ForwardGradient
 from zolightning.functional.perturbation import PerturbationPlan
 from zolightning.structures import PerturbationStructure, TrainableTensor
 
@@ -12,7 +13,7 @@ def forward_estimate(root: torch.nn.Module, objective, plan: PerturbationPlan, s
     estimator = ForwardGradient(root)
     probe = Probe(objective, plan, "arithmetic")
     (estimate,) = estimator.combine(estimator.measure(probe, [seed]), [seed])
-    assert probe.evaluations == 1 and probe.offset == 0.0
+    assert probe.evaluations == 1 and probe.position is None
     return estimate
 
 

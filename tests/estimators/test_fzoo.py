@@ -7,7 +7,8 @@ import torch
 
 from zolightning import ZOConfig
 from zolightning.engine import StepEngine
-from zolightning.estimators import FZOO, Probe
+from zolightning.engine.probe import Probe
+from zolightning.estimators import FZOO
 from zolightning.optim import ZOSGD
 from zolightning.structures import PerturbationStructure, TrainableTensor
 

@@ -5,6 +5,7 @@ import torch
 
 from zolightning.config import ZOConfig
 from zolightning.engine import StepEngine
+from zolightning.functional.noise import step_seed
 from zolightning.optim import ZOSGD
 
 
@@ -72,11 +73,13 @@ def test_a_reloaded_copy_runs_in_lock_step_with_the_original():
     torch.manual_seed(0)
     model = torch.nn.Linear(6, 2)
     x = torch.randn(10, 6)
-    optimizer = ZOSGD(model.parameters(), lr=0.05, eps=1e-3, momentum=0.9, seed=42)
+    optimizer = ZOSGD(model.parameters(), lr=0.05, eps=1e-3, momentum=0.9)
+    optimizer.use_engine(StepEngine(ZOConfig(seed=42)))
     for _ in range(3):
         optimizer.step(lambda: model(x).pow(2).mean())
     twin = copy.deepcopy(model)
-    twin_optimizer = ZOSGD(twin.parameters(), lr=0.05, eps=1e-3, momentum=0.9, seed=42)
+    twin_optimizer = ZOSGD(twin.parameters(), lr=0.05, eps=1e-3, momentum=0.9)
+    twin_optimizer.use_engine(StepEngine(ZOConfig(seed=42)))
     assert optimizer.state_dict()["zo_engine"]["steps"] == 3
     twin_optimizer.load_state_dict(copy.deepcopy(optimizer.state_dict()))
     assert twin_optimizer.engine.steps == 3 and twin_optimizer.engine.config.seed == 42
@@ -110,10 +113,12 @@ def test_step_without_closure_says_what_is_needed():
         ZOSGD(torch.nn.Linear(2, 2).parameters()).step()
 
 
-def test_the_optimizer_seed_and_the_engine_seed_cannot_disagree():
+def test_zo_seed_is_the_only_seed_of_the_step():
+    """An optimizer takes no seed of its own: its engine's ``zo.seed`` seeds the directions."""
     layer = torch.nn.Linear(2, 2)
-    with pytest.raises(ValueError, match="both seed the step"):
-        ZOSGD(layer.parameters(), seed=1).use_engine(StepEngine(ZOConfig(seed=2)))
-    ZOSGD(layer.parameters(), seed=2).use_engine(StepEngine(ZOConfig(seed=2)))
-    with pytest.raises(ValueError, match="`seed`"):
-        ZOSGD(layer.parameters(), seed=1.5)
+    with pytest.raises(TypeError, match="seed"):
+        ZOSGD(layer.parameters(), seed=1)  # type: ignore[call-arg]
+    optimizer = ZOSGD(layer.parameters(), lr=0.1)
+    optimizer.use_engine(StepEngine(ZOConfig(seed=2)))
+    optimizer.step(lambda: layer.weight.sum(), step=5)
+    assert optimizer.last_estimate.seed == step_seed(2, 5)

@@ -116,7 +116,9 @@ def test_two_owners_of_one_part_are_refused_and_a_rule_is_bound_on_install():
     engine = StepEngine(ZOConfig(seed=7, distribution="rademacher"), module=model)
     first = SparseDirections(0.5, "random")
     engine.install(first)
-    assert first.seed == 7 and first.distribution == "rademacher"  # from the engine: the rule left them unset
+    # From the engine: the rule left them unset, and keeps them unset (zo.seed and zo.distribution own them).
+    assert first.seed_in_use() == 7 and first.distribution_in_use() == "rademacher"
+    assert first.config()["seed"] is None and first.config()["distribution"] is None
     engine.install(first)  # the same owner may install again
     with pytest.raises(ValueError, match="both set the perturbation directions"):
         engine.install(LowRankDirections())

@@ -16,7 +16,8 @@ from zolightning.trajectory.format import encode_preamble, encode_record
 STEPS = 6
 
 # (structure, optimizer, ZO options, precision): each restore path (arithmetic in fp32 dense, snapshot for a block and
-# in bf16), each structure, q directions, accumulation, and each optimizer whose state is a function of the history.
+# in bf16), each structure, q directions, accumulation, each optimizer whose state is a function of the history, each
+# option of an optimizer (ZO-SGD-Sign's elementwise sign) and an optimizer whose update compares measured candidates.
 CASES = {
     "dense-fp32-arithmetic": ("dense", None, {}, None),
     "bcd": ("bcd", None, {}, None),
@@ -27,6 +28,9 @@ CASES = {
     "bf16-snapshot": ("dense", None, {}, "bf16-true"),
     "momentum": ("sparse", "zo-sgd-mmt", {}, None),
     "sign": ("dense", "zo-sgd-sign", {}, None),
+    "sign-elementwise": ("dense", "zo-sgd-sign-elementwise", {}, None),
+    "cons": ("dense", "zo-sgd-cons", {}, None),
+    "cons-bcd-accumulate2": ("bcd", "zo-sgd-cons", {"accumulate_batches": 2}, None),
     "adam": ("bcd", "zo-adam", {}, None),
     "hizoo": ("lozo", "hizoo", {"accumulate_batches": 2}, None),
     "one-sided-eps-schedule": ("dense", None, {"estimator": "one-sided", "eps_schedule": "cosine"}, None),
@@ -46,6 +50,17 @@ def test_replay_rebuilds_the_trained_weights_bitwise(tmp_path, case):
     assert result.steps == STEPS and result.verified == [STEPS]  # the log's own fingerprint of the final weights
     if "accumulate_batches" in zo:
         assert {r.micro_batches for r in read_trajectory(log).steps} == {2}
+
+
+def test_an_optimizer_option_is_in_the_header_and_replays(tmp_path):
+    """ZO-SGD-Sign's ``elementwise`` is a group setting: the header keeps it, and a replay that dropped it would
+    rebuild the other sign rule and miss the trained weights."""
+    trained, log, _ = train_logged(tmp_path, STEPS, optimizer="zo-sgd-sign-elementwise")
+    header = read_trajectory(log).header
+    assert [group["settings"]["elementwise"] for group in header["optimizer"]["groups"]] == [True]
+    base = make_module("zo-sgd-sign-elementwise")
+    result = replay(base, log)
+    assert same_weights(base, trained) and all(group["elementwise"] for group in result.optimizer.param_groups)
 
 
 def test_partial_replay_equals_the_shorter_run(tmp_path):

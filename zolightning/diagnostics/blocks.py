@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from zolightning.functional.activity_image import activity_image
+from zolightning.diagnostics.images import activity_image
 from zolightning.functional.blocks import Block, partition_blocks
 from zolightning.structures.base import PerturbationStructure, TrainableTensor
 

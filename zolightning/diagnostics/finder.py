@@ -37,8 +37,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from zolightning.engine.probe import Probe
 from zolightning.engine.step import StepEngine
-from zolightning.estimators.probe import Probe
 from zolightning.functional.estimate import LossFn, evaluate_loss
 from zolightning.functional.noise import mix_seed
 from zolightning.functional.perturbation import PerturbationPlan, move_, restore_, snapshot
@@ -106,10 +106,10 @@ def find_lr_and_eps(
         eps_range: ε tried, two per decade (default 1e-5 … 1e-1); ``None`` keeps the optimizer's ε.
         tolerance: relative disagreement of p̂ between neighbouring ε that still counts as stable (default 0.1).
     """
-    rule = engine.rule
-    if rule is None:
-        raise RuntimeError("The engine has no optimizer bound: run the finder after `on_fit_start` or `engine.bind`.")
-    current_lr = float(rule.param_groups[0]["lr"])
+    if engine.target is None:
+        raise RuntimeError("The engine has no update attached: run the finder after `on_fit_start` or `engine.attach`.")
+    optimizer = engine.target.optimizer
+    current_lr = float(optimizer.param_groups[0]["lr"])
     plans = [engine.plan(t) for t in range(trials)]
     current_eps = plans[0][0].eps
     seeds = [mix_seed(engine.config.seed, _FINDER_STREAM, t) for t in range(trials)]
@@ -127,17 +127,15 @@ def find_lr_and_eps(
         current_lr, current_eps, trial_bests,
     )
     # A plain torch optimizer fed by ZO is named by its own class: SGD takes ZO-SGD's step, Adam does not.
-    inner = getattr(rule, "optimizer", None)
-    result.explanation = explain(result, lr_range, type(inner if inner is not None else rule).__name__)
+    result.explanation = explain(result, lr_range, type(optimizer).__name__)
     return result
 
 
-def sgd_lr_factor(rule: object) -> float | None:
-    """What turns a ZO-SGD lr into ``rule``'s: 1 − momentum for ZO-SGD, ZO-SGD-Cons and a plain ``torch.optim.SGD``
-    fed by ZO (momentum μ multiplies the long-run step by 1/(1 − μ)); ``None`` for updates on another scale (sign,
-    Adam, HiZOO's preconditioning, any other torch optimizer), whose lr a ZO-SGD proposal does not translate to."""
-    inner = getattr(rule, "optimizer", None)
-    optimizer = inner if inner is not None else rule
+def sgd_lr_factor(optimizer: object) -> float | None:
+    """What turns a ZO-SGD lr into ``optimizer``'s: 1 − momentum for ZO-SGD, ZO-SGD-Cons and a plain
+    ``torch.optim.SGD`` fed by ZO (momentum μ multiplies the long-run step by 1/(1 − μ)); ``None`` for updates on
+    another scale (sign, Adam, HiZOO's preconditioning, any other torch optimizer), whose lr a ZO-SGD proposal does
+    not translate to."""
     if type(optimizer).__name__ not in ("ZOSGD", "ZOSGDCons", "SGD"):
         return None
     groups = getattr(optimizer, "param_groups", [{}])

@@ -3,7 +3,8 @@
 The finder's one-step range test (:mod:`~zolightning.diagnostics.finder`) sees the loss around the initial weights
 only. A run takes many steps, along many directions, and an lr that one step tolerates can still make a run climb
 (on a user's MLP the one-step proposal trained into divergence). So before a proposal is applied, this trains
-``steps`` real steps of the engine at it (the step the fit will take: the same optimizer, structure and lr scales),
+``steps`` real steps at it (the step the fit will take, ``update.apply(engine.measure(objective))``: the same
+optimizer, structure and lr scales),
 and accepts it only if the loss on held-out batches ends clearly below where it started (by 0.1%), with no non-finite step and no
 divergence stop. Otherwise the lr is halved and the steps are tried again, from the same weights.
 
@@ -19,6 +20,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from zolightning.engine.measurement import Update
 from zolightning.engine.step import StepEngine
 from zolightning.functional.estimate import LossFn
 
@@ -45,6 +47,7 @@ class Confirmation:
 
 def confirm_lr(
     engine: StepEngine,
+    update: Update,
     objective_for: Callable[[int], LossFn],
     lr: float,
     *,
@@ -60,7 +63,9 @@ def confirm_lr(
     ``judge`` objectives before and after, and multiply lr by ``factor`` up to ``backoffs`` times until it falls.
 
     Args:
-        engine: a bound engine; its rule's groups keep their lr ratios (the first group is set to ``lr``).
+        engine: the engine, with ``update``'s target attached.
+        update: the update the fit applies (a ZO optimizer, or ``GradientUpdate`` around a torch one); its groups keep
+            their lr ratios (the first group is set to ``lr``).
         objective_for: index → an objective on one batch.
         train: the indices of the batches the steps train on.
         judge: the indices of the batches the loss is judged on (others than ``train``, so a step that only fits
@@ -73,16 +78,12 @@ def confirm_lr(
         agree: turns this process's verdict into the one every process acts on (under data parallelism, rank 0's
             broadcast, so that all ranks take the same number of steps; default: its own).
     """
-    rule = engine.rule
-    if rule is None:
-        raise RuntimeError("The engine has no optimizer bound: bind one before confirming an lr.")
-    inner = getattr(rule, "optimizer", None)  # a plain torch optimizer fed by GradientUpdate
-    optimizer = inner if inner is not None else rule
-    params = [p for group in rule.param_groups for p in group["params"]]
+    groups = update.target().optimizer.param_groups
+    params = [p for group in groups for p in group["params"]]
     weights = [p.detach().clone() for p in params]
-    optimizer_state = copy.deepcopy(optimizer.state_dict())
+    optimizer_state = copy.deepcopy(update.state_dict())
     engine_state = copy.deepcopy(engine.state_dict())
-    base = [float(group["lr"]) for group in rule.param_groups]
+    base = [float(group["lr"]) for group in groups]
     ratios = [b / base[0] if base[0] else 1.0 for b in base]
 
     def judged() -> float:
@@ -94,51 +95,43 @@ def confirm_lr(
         before = judged()
         candidate = lr
         for _ in range(backoffs + 1):
-            for group, ratio in zip(rule.param_groups, ratios):
+            for group, ratio in zip(update.target().optimizer.param_groups, ratios):
                 group["lr"] = candidate * ratio
-            after = _train(engine, inner, objective_for, train, steps)
+            after = _train(engine, update, objective_for, train, steps)
             after = judged() if after else float("inf")
             result.tried.append((candidate, before, after))
-            _restore(params, weights, optimizer, optimizer_state, engine, engine_state)
+            _restore(params, weights, update, optimizer_state, engine, engine_state)
             if agree(before - after > tolerance * abs(before)):
                 result.lr = candidate
                 break
             candidate *= factor
     finally:
-        for group, value in zip(rule.param_groups, base):
+        _restore(params, weights, update, optimizer_state, engine, engine_state)
+        for group, value in zip(update.target().optimizer.param_groups, base):
             group["lr"] = value
-        _restore(params, weights, optimizer, optimizer_state, engine, engine_state)
     return result
 
 
-def _train(
-    engine: StepEngine, inner: torch.optim.Optimizer | None, objective_for: Callable[[int], LossFn],
-    train: Sequence[int], steps: int,
-) -> bool:
+def _train(engine: StepEngine, update: Update, objective_for: Callable[[int], LossFn], train: Sequence[int],
+           steps: int) -> bool:
     """``steps`` real steps; ``False`` if a loss was not finite or the divergence guard stopped them."""
     for k in range(steps):
-        objective = objective_for(train[k % len(train)])
         try:
-            if inner is None:
-                engine.step(objective, step=k)
-            else:
-                inner.zero_grad(set_to_none=True)
-                inner.step(lambda: engine.step(objective, step=k))
-                inner.zero_grad(set_to_none=True)
+            update.apply(engine.measure(objective_for(train[k % len(train)]), k, defer_restore=True))
         except FloatingPointError:  # the engine's non-finite streak or divergence stop
             return False
         last = engine.last
-        if last is None or not last.updated or not torch.isfinite(last.loss):
+        if last is None or not last.updates or not torch.isfinite(last.loss):
             return False
     return True
 
 
 def _restore(
-    params: Sequence[torch.Tensor], weights: Sequence[torch.Tensor], optimizer: torch.optim.Optimizer,
-    optimizer_state: dict, engine: StepEngine, engine_state: dict,
+    params: Sequence[torch.Tensor], weights: Sequence[torch.Tensor], update: Update, optimizer_state: dict,
+    engine: StepEngine, engine_state: dict,
 ) -> None:
     with torch.no_grad():
         for p, w in zip(params, weights):
             p.copy_(w)
-    optimizer.load_state_dict(copy.deepcopy(optimizer_state))
+    update.load_state_dict(copy.deepcopy(optimizer_state))
     engine.load_state_dict(copy.deepcopy(engine_state))

@@ -1,6 +1,17 @@
-"""Layer 3: the step engine, which owns one ZO step from seed to update."""
+"""Layer 3: the step engine, which owns the first of a ZO step's two calls, ``measure`` (seed to measurement)."""
 
-from zolightning.engine.guards import DivergenceGuard, NonFiniteGuard
-from zolightning.engine.step import StepEngine, StepResult, UpdateRule
+from zolightning.engine.guards import DivergenceGuard, LossRiseGuard, NonFiniteGuard
+from zolightning.engine.measurement import Measurement, PointPlan, Recorded, Update, UpdateTarget
+from zolightning.engine.step import StepEngine
 
-__all__ = ["DivergenceGuard", "NonFiniteGuard", "StepEngine", "StepResult", "UpdateRule"]
+__all__ = [
+    "DivergenceGuard",
+    "LossRiseGuard",
+    "Measurement",
+    "NonFiniteGuard",
+    "PointPlan",
+    "Recorded",
+    "StepEngine",
+    "Update",
+    "UpdateTarget",
+]

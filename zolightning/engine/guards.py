@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from zolightning.functional import collectives
+from zolightning.engine import collectives
 from zolightning.functional.estimate import DirectionalEstimate
 
 

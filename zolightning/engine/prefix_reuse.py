@@ -6,7 +6,11 @@ evaluation runs the whole model and keeps the output of layer b, and every later
 
 It is generic: module hooks on the stacks that :func:`~zolightning.functional.layer_stacks.find_layer_stacks` finds
 (any Hugging Face encoder, decoder or encoder-decoder, any ``nn.Sequential``-like stack), with no per-architecture
-code. During the first evaluation it checks, rather than assumes, what exactness needs:
+code. Every hook is registered on a module of the model being trained (its ``modules()``, the ones a data-parallel
+wrapper's forward reaches too) and only for the one evaluation that records: no other model in the process sees a
+hook, ever; an evaluation that reuses swaps the skipped layers' ``forward`` for the kept output on those layers'
+instances, and puts it back in a ``finally``. During the first evaluation it checks, rather than assumes, what
+exactness needs:
 
 * the layers of each stack ran once each, in order (not: a forward that skips around, or an objective that runs the
   model twice);
@@ -35,7 +39,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from torch import Tensor, nn
-from torch.nn.modules.module import register_module_forward_pre_hook
 from torch.utils._pytree import tree_leaves
 
 from zolightning.functional.layer_stacks import find_layer_stacks
@@ -67,7 +70,8 @@ class PrefixReuse:
     """Prefix reuse for one model (see the module docstring). :meth:`session` serves one step.
 
     Args:
-        module: the model whose stacks are reused.
+        module: the model whose stacks are reused (under data parallelism, the module the wrapper holds: the hooks
+            go on its own submodules).
     """
 
     def __init__(self, module: nn.Module) -> None:
@@ -144,8 +148,9 @@ class _Session:
             entered[0] = True
 
         def any_module_starts(module: nn.Module, args: Any) -> None:
-            # The first module called after a stack layer returns must take that layer's output as its input:
-            # otherwise (a residual added outside the layers, say) skipping the layers would change what it sees.
+            # The first module of the model called after a stack layer returns must take that layer's output as its
+            # input: otherwise (a residual added outside the layers, say) skipping the layers would change what it
+            # sees. Registered on each of the model's modules (first, so it runs before their other hooks).
             if awaiting[0] is not None:
                 s, output = awaiting[0]
                 awaiting[0] = None
@@ -172,7 +177,8 @@ class _Session:
             return hook
 
         try:
-            handles.append(register_module_forward_pre_hook(any_module_starts))
+            model = self.reuse.module
+            handles.extend(module.register_forward_pre_hook(any_module_starts) for module in model.modules())
             for owner in self.owners:
                 handles.append(owner.register_forward_pre_hook(owner_entered))
             for s, stack in enumerate(stacks):

@@ -1,10 +1,9 @@
 """Layer 2: gradient estimators, each one object behind :class:`Estimator`'s protocol."""
 
-from zolightning.estimators.base import Estimator
+from zolightning.estimators.base import Estimator, ProbeLike
 from zolightning.estimators.forward_gradient import ForwardGradient
 from zolightning.estimators.fzoo import FZOO
 from zolightning.estimators.one_sided import OneSided
-from zolightning.estimators.probe import Probe, UpdateContext
 from zolightning.estimators.registry import ESTIMATORS, create_estimator
 from zolightning.estimators.two_sided import TwoSided
 
@@ -14,8 +13,7 @@ __all__ = [
     "FZOO",
     "ForwardGradient",
     "OneSided",
-    "Probe",
+    "ProbeLike",
     "TwoSided",
-    "UpdateContext",
     "create_estimator",
 ]

@@ -8,8 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 import torch
 from torch import Tensor, nn
 
-from zolightning.estimators.base import Estimator
-from zolightning.estimators.probe import Probe
+from zolightning.estimators.base import Estimator, ProbeLike
 from zolightning.functional.estimate import DirectionalEstimate
 from zolightning.functional.forward_gradient import forward_gradient
 
@@ -41,8 +40,6 @@ class ForwardGradient(Estimator):
     # Forward-mode passes carry tangents through every layer; a kept primal activation has none to give.
     reuses_prefix = False
 
-    kind = "forward"
-
     def __init__(self, root: nn.Module, directions: int = 1) -> None:
         super().__init__(directions)
         if not isinstance(root, nn.Module):
@@ -55,10 +52,13 @@ class ForwardGradient(Estimator):
     def points(self, center: bool) -> tuple[float, ...]:
         return ()
 
+    def width(self, center: bool = False) -> int:
+        return 2  # [L0, ∇L·εz]
+
     def forwards_per_step(self, center: bool = False) -> int:
         return self.directions
 
-    def measure(self, probe: Probe, seeds: Sequence[int], center: bool = False) -> Tensor:
+    def measure(self, probe: ProbeLike, seeds: Sequence[int], center: bool = False) -> Tensor:
         if probe.objective is None:
             raise ValueError("The forward gradient needs the step's objective (closure).")
         holder = _ObjectiveOf(self.root, probe.objective)

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from zolightning.estimators.base import Estimator
-from zolightning.estimators.probe import Probe
+from zolightning.estimators.base import Estimator, ProbeLike
 from zolightning.functional.estimate import DirectionalEstimate
 
 
@@ -30,8 +29,6 @@ class FZOO(Estimator):
     rank's probes are gathered, each keeping its own L0, and σ is taken over all of them.
     """
 
-    kind = "one-sided"
-
     def __init__(self, directions: int = 8) -> None:
         super().__init__(directions)
         if directions < 2:
@@ -40,10 +37,13 @@ class FZOO(Estimator):
     def points(self, center: bool) -> tuple[float, ...]:
         return (1.0,)
 
+    def width(self, center: bool = False) -> int:
+        return 2  # [L0, L(θ + εu)]
+
     def forwards_per_step(self, center: bool = False) -> int:
         return self.directions + 1
 
-    def measure(self, probe: Probe, seeds: Sequence[int], center: bool = False) -> Tensor:
+    def measure(self, probe: ProbeLike, seeds: Sequence[int], center: bool = False) -> Tensor:
         center_loss = probe.evaluate()
         # Row j: [L0, L(θ + εu_j)], so that every row carries its own L0 through a gather.
         return torch.stack([torch.stack([center_loss, probe.loss_at(seed, 1.0)]) for seed in seeds])

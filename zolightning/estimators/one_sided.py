@@ -14,8 +14,6 @@ class OneSided(Estimator):
     """g = (L(θ + εz) − L(θ)) / ε along each direction: the same 2 forwards as two-sided, an O(ε) bias, but L(θ)
     itself is measured (and logged)."""
 
-    kind = "one-sided"
-
     def points(self, center: bool) -> tuple[float, ...]:
         return (0.0, 1.0)
 

@@ -16,7 +16,6 @@ class TwoSided(Estimator):
     With ``center`` (asked for by HiZOO and ZO-SGD-Cons) L(θ) is evaluated first: 3 forwards.
     """
 
-    kind = "two-sided"
     provides_center = True
 
     def points(self, center: bool) -> tuple[float, ...]:

@@ -20,7 +20,6 @@ from zolightning.functional.loss_precision import full_precision_losses, half_pr
 
 
 LossFn = Callable[[], Tensor | float]
-Reduce = Callable[[Tensor], Tensor]
 RestoreMode = Literal["arithmetic", "snapshot", "auto"]
 
 OBJECTIVE_ONLY_RETURNS_LOSS = (
@@ -42,7 +41,6 @@ BACKWARD_IN_OBJECTIVE = (
 )
 # torch's error for a backward through a graph that `no_grad` never built; it names nothing of the user's code.
 _NO_GRAPH = "does not require grad and does not have a grad_fn"
-
 
 
 EstimateKind = Literal["two-sided", "one-sided", "forward"]
@@ -68,8 +66,6 @@ class DirectionalEstimate:
             curvature and ZO-SGD-Cons need it).
         derivative: ∇L·εz for ``forward``, else ``None``.
         kind: one of the three kinds above (default ``two-sided``).
-        forward_seconds: wall time spent inside the loss function (all forwards).
-        total_seconds: wall time of the whole estimate (forwards + perturbation + restore).
         normalizer: when set, the projected gradient is ``difference / normalizer`` for every tensor instead of
             ``difference / ε`` (FZOO's normalized step: the spread of the step's losses; see
             :class:`~zolightning.estimators.FZOO`).
@@ -81,8 +77,6 @@ class DirectionalEstimate:
     loss_center: Tensor | None = None
     derivative: Tensor | None = None
     kind: EstimateKind = "two-sided"
-    forward_seconds: float = 0.0
-    total_seconds: float = 0.0
     normalizer: float | None = None
 
     @property

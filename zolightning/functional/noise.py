@@ -9,13 +9,16 @@ key. That is what makes "regenerate z from the seed" exact for the update, for a
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from concurrent.futures import Executor
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Literal
 
 import torch
 from torch import Tensor
 
 from zolightning.functional.checks import check_choice
-from zolightning.functional.noise_workers import noise_executor
 
 Distribution = Literal["gaussian", "rademacher"]
 
@@ -72,6 +75,22 @@ def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
 # Noise is defined in chunks of this many elements, each from its own stream, so that chunks can be drawn in parallel.
 NOISE_CHUNK = 1 << 20
 
+# The executor that draws a large CPU tensor's chunks, in the block of `chunks_drawn_on` that is running (none outside
+# one: every chunk on the calling thread). This layer owns no thread: the engine's noise workers lend theirs.
+_CHUNK_EXECUTOR: ContextVar[Executor | None] = ContextVar("zolightning_chunk_executor", default=None)
+
+
+@contextmanager
+def chunks_drawn_on(executor: Executor | None) -> Iterator[None]:
+    """Draw the chunks of large CPU tensors on ``executor`` inside the block (``None``: on the calling thread).
+
+    The noise does not depend on it, only how fast it is drawn (each chunk has its own stream)."""
+    token = _CHUNK_EXECUTOR.set(executor)
+    try:
+        yield
+    finally:
+        _CHUNK_EXECUTOR.reset(token)
+
 
 def fill_noise_(out: Tensor, seed: int, distribution: Distribution = "gaussian") -> Tensor:
     """Fill ``out`` in place with i.i.d. noise from the stream ``seed``.
@@ -79,8 +98,8 @@ def fill_noise_(out: Tensor, seed: int, distribution: Distribution = "gaussian")
     ``gaussian``: N(0, 1). ``rademacher``: ±1 with equal probability (same variance, cheaper to draw).
 
     A tensor of up to :data:`NOISE_CHUNK` elements is one stream. A larger one is split, in memory order, into chunks of
-    that size, chunk k drawn from the stream ``mix_seed(seed, k)``; the chunks are drawn on the noise worker threads
-    (:mod:`zolightning.functional.noise_workers`), and the values do not depend on how many there are.
+    that size, chunk k drawn from the stream ``mix_seed(seed, k)``; on the CPU the chunks are drawn on the executor of
+    the enclosing :func:`chunks_drawn_on` block (the engine's noise workers), and the values do not depend on it.
     """
     check_distribution(distribution)
     flat = out.view(-1) if out.is_contiguous() else None
@@ -88,7 +107,7 @@ def fill_noise_(out: Tensor, seed: int, distribution: Distribution = "gaussian")
         return _fill(out, seed, distribution)
     chunks = [(flat[start : start + NOISE_CHUNK], mix_seed(seed, index)) for index, start in
               enumerate(range(0, flat.numel(), NOISE_CHUNK))]
-    executor = noise_executor() if out.device.type == "cpu" else None
+    executor = _CHUNK_EXECUTOR.get() if out.device.type == "cpu" else None
     if executor is None:
         for chunk, chunk_seed in chunks:
             _fill(chunk, chunk_seed, distribution)

@@ -45,6 +45,24 @@ class ActiveTensor:
 PerturbationPlan = Sequence[ActiveTensor]
 
 
+@dataclass(frozen=True)
+class Displacement:
+    """Where a plan's tensors stand away from θ: θᵢ + cᵢ·zᵢ, with z drawn from ``seed`` and one coefficient cᵢ per
+    tensor of the plan, in plan order (units of z: an evaluation at offset k along εz has cᵢ = k·εᵢ).
+
+    A measurement that leaves its last move for the update's noise pass to undo carries one (θ is back only once the
+    update has run): the update subtracts cᵢ·zᵢ with the zᵢ it draws anyway.
+    """
+
+    seed: int
+    coefficients: tuple[float, ...]
+
+    @classmethod
+    def along(cls, plan: PerturbationPlan, seed: int, offset: float) -> Displacement:
+        """θ + offset·εz for every tensor of ``plan`` (each with its own ε)."""
+        return cls(seed, tuple(offset * entry.eps for entry in plan))
+
+
 def iter_directions(plan: PerturbationPlan, seed: int) -> Iterator[tuple[ActiveTensor, Tensor]]:
     """Yield each entry with its z at ``seed``, generating one tensor's noise at a time (never the whole plan's)."""
     for entry in plan:

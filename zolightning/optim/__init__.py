@@ -1,4 +1,6 @@
-"""Layer 2: zeroth-order optimizers with the ``torch.optim`` interface."""
+"""Layer 4: zeroth-order optimizers with the ``torch.optim`` interface: the second call of a step (``apply``), and
+``step(closure)`` = ``apply(engine.measure(closure))``; ``GradientUpdate`` applies a measurement through any
+``torch.optim`` optimizer."""
 
 from zolightning.optim.adam import ZOAdam
 from zolightning.optim.conservative import ZOSGDCons

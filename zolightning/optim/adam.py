@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Literal
 
 import torch
 
+from zolightning.engine.measurement import Measurement
 from zolightning.functional.adam import zo_adam_update_
-from zolightning.functional.estimate import DirectionalEstimate
-from zolightning.estimators.probe import UpdateContext
-from zolightning.functional.perturbation import PerturbationPlan
 from zolightning.functional.rounding import LowPrecisionUpdate
 from zolightning.optim.optimizer import ParamsT, ZOOptimizer
 
@@ -36,7 +33,6 @@ class ZOAdam(ZOOptimizer):
             no memory, so updates below half an ulp still move the weights on average), ``master`` (an fp32 master
             copy of each active tensor: +4 bytes per active element) or ``nearest`` (plain rounding: updates below
             half an ulp vanish). fp32 weights ignore it.
-        seed: seeds the directions in a plain loop (under a ZOLightningModule, ``zo.seed`` does).
 
     Memory: two fp32 moments per element of every tensor that has been active: 8 bytes per parameter, i.e. two fp32
     copies of the trainable weights for a dense plan, or of the active block alone with ``inactive_state="drop"``
@@ -54,7 +50,6 @@ class ZOAdam(ZOOptimizer):
         decay_1d: bool = False,
         inactive_state: InactiveState = "keep",
         low_precision: LowPrecisionUpdate = "stochastic",
-        seed: int | None = None,
     ) -> None:
         beta1, beta2 = betas
         if not (0.0 <= beta1 < 1.0 and 0.0 <= beta2 < 1.0):
@@ -65,13 +60,13 @@ class ZOAdam(ZOOptimizer):
             raise ValueError(f"`inactive_state` must be 'keep' or 'drop', got {inactive_state!r}.")
         defaults = dict(
             lr=lr, eps=eps, betas=(float(beta1), float(beta2)), adam_eps=adam_eps, weight_decay=weight_decay,
-            decay_1d=decay_1d, inactive_state=inactive_state, low_precision=low_precision, seed=seed,
+            decay_1d=decay_1d, inactive_state=inactive_state, low_precision=low_precision,
         )
         super().__init__(params, defaults)
 
-    def _update(self, plan: PerturbationPlan, estimates: Sequence[DirectionalEstimate], context: UpdateContext) -> None:
+    def _update(self, measurement: Measurement) -> None:
         groups = self.group_of()
-        for entry, z, projected_gradient in self.directions(plan, estimates, context):
+        for entry, z, projected_gradient in self.directions(measurement):
             group = groups[id(entry.param)]
             state = self.state[entry.param]
             if not state:
@@ -94,7 +89,7 @@ class ZOAdam(ZOOptimizer):
                     adam_eps=group["adam_eps"],
                     weight_decay=group["weight_decay"] if decays else 0.0,
                 )
-        active = {id(entry.param) for entry in plan}
+        active = {id(entry.param) for entry in measurement.plan}
         for param in list(self.state):
             if id(param) not in active and groups[id(param)]["inactive_state"] == "drop":
                 del self.state[param]

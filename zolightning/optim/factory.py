@@ -16,22 +16,20 @@ from zolightning.optim.sign import ZOSGDSign
 
 @dataclass(frozen=True)
 class OptimizerSpec:
-    """A named optimizer: its class, the defaults the name implies, and its memory per trainable element."""
+    """A named optimizer: its class and the defaults the name implies."""
 
     cls: type[ZOOptimizer]
     defaults: Mapping[str, Any] = field(default_factory=dict)
-    state_bytes_per_element: int = 0
-    forwards_per_step: int = 2
 
 
-# Names follow ZO-Bench (field notes §1). State bytes count fp32 buffers per element of each tensor that has been active.
+# Names follow ZO-Bench (field notes §1).
 OPTIMIZERS: dict[str, OptimizerSpec] = {
     "zo-sgd": OptimizerSpec(ZOSGD),
-    "zo-sgd-mmt": OptimizerSpec(ZOSGD, {"momentum": 0.9}, state_bytes_per_element=4),
+    "zo-sgd-mmt": OptimizerSpec(ZOSGD, {"momentum": 0.9}),
     "zo-sgd-sign": OptimizerSpec(ZOSGDSign),
-    "zo-sgd-cons": OptimizerSpec(ZOSGDCons, forwards_per_step=5),
-    "zo-adam": OptimizerSpec(ZOAdam, state_bytes_per_element=8),
-    "hizoo": OptimizerSpec(HiZOO, state_bytes_per_element=4, forwards_per_step=3),
+    "zo-sgd-cons": OptimizerSpec(ZOSGDCons),
+    "zo-adam": OptimizerSpec(ZOAdam),
+    "hizoo": OptimizerSpec(HiZOO),
 }
 
 

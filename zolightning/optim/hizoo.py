@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import replace
-
 import torch
 from torch import Tensor
 
-from zolightning.functional.estimate import DirectionalEstimate
-from zolightning.functional.hessian import PreconditionedDirection, hizoo_hessian_update_
-from zolightning.estimators.probe import UpdateContext
-from zolightning.functional.perturbation import PerturbationPlan
+from zolightning.engine.measurement import Measurement, PointPlan, UpdateTarget
+from zolightning.functional.hessian import hizoo_hessian_update_
 from zolightning.functional.rounding import LowPrecisionUpdate
 from zolightning.functional.sgd import zo_sgd_update_
 from zolightning.optim.optimizer import ParamsT, ZOOptimizer
@@ -32,18 +27,17 @@ class HiZOO(ZOOptimizer):
             no memory, so updates below half an ulp still move the weights on average), ``master`` (an fp32 master
             copy of each active tensor: +4 bytes per active element) or ``nearest`` (plain rounding: updates below
             half an ulp vanish). fp32 weights ignore it.
-        seed: seeds the directions in a plain loop (under a ZOLightningModule, ``zo.seed`` does).
 
     Costs 3 forwards a step and one fp32 D per element of every tensor that has been active (4 bytes per parameter:
     one fp32 copy of the trainable weights for a dense plan). One direction per step. Composes with every structure:
-    D preconditions whatever direction the structure forms (dense, masked, low-rank, the active block).
+    D preconditions whatever direction the structure forms (dense, masked, low-rank, the active block): the engine
+    reads it from the state (``state[param]["hessian"]``, the key :meth:`target` names) when it plans a step.
 
     The paper's code updates with the D after the curvature update; here the update moves along the very direction
     the estimate was taken along (the D before it), so the update direction equals the estimated one.
     """
 
-    needs_center = True
-    supports_many_directions = False
+    points = PointPlan(center=True, one_direction=True)
 
     def __init__(
         self,
@@ -53,36 +47,32 @@ class HiZOO(ZOOptimizer):
         weight_decay: float = 0.0,
         hessian_smoothing: float = 1e-8,
         low_precision: LowPrecisionUpdate = "stochastic",
-        seed: int | None = None,
     ) -> None:
         if not 0.0 < hessian_smoothing < 1.0:
             raise ValueError(f"`hessian_smoothing` must be in (0, 1), got {hessian_smoothing}.")
         defaults = dict(
             lr=lr, eps=eps, weight_decay=weight_decay, hessian_smoothing=hessian_smoothing, low_precision=low_precision,
-            seed=seed,
         )
         super().__init__(params, defaults)
 
+    def target(self) -> UpdateTarget:
+        return UpdateTarget(self, "eps", self.points, preconditioner="hessian")
+
     def hessian(self, param: Tensor) -> Tensor:
-        """D of ``param`` (fp32, its shape), created as ones the first time the tensor is active."""
+        """D of ``param`` (fp32, its shape), created as ones the first time the tensor is updated (until then the
+        engine plans with no D, which is D = 1: the same directions, bitwise)."""
         state = self.state[param]
         if "hessian" not in state:
             state["hessian"] = torch.ones_like(param, dtype=torch.float32)
         return state["hessian"]
 
-    def prepare_plan(self, plan: PerturbationPlan) -> PerturbationPlan:
-        return [
-            replace(entry, direction=PreconditionedDirection(entry.direction, self.hessian(entry.param)))
-            for entry in plan
-        ]
-
-    def _update(self, plan: PerturbationPlan, estimates: Sequence[DirectionalEstimate], context: UpdateContext) -> None:
-        (estimate,) = estimates
+    def _update(self, measurement: Measurement) -> None:
+        (estimate,) = measurement.estimates
         if estimate.kind != "two-sided":
             raise ValueError(f"HiZOO needs a two-sided estimate with L(θ), got a {estimate.kind} one.")
         second_difference = abs(float(estimate.second_difference))
         groups = self.group_of()
-        for entry, z, projected_gradient in self.directions(plan, estimates, context):
+        for entry, z, projected_gradient in self.directions(measurement):
             group = groups[id(entry.param)]
             decays = entry.param.dim() > 1
             with self.update_target(entry, group) as target:

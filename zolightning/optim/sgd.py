@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 from torch import Tensor
 
-from zolightning.functional.estimate import DirectionalEstimate
-from zolightning.estimators.probe import UpdateContext
-from zolightning.functional.perturbation import ActiveTensor, PerturbationPlan
+from zolightning.engine.measurement import Measurement
+from zolightning.functional.perturbation import ActiveTensor
 from zolightning.functional.rounding import LowPrecisionUpdate
 from zolightning.functional.sgd import zo_sgd_update_
 from zolightning.optim.optimizer import ParamsT, ZOOptimizer
@@ -33,7 +31,6 @@ class ZOSGD(ZOOptimizer):
             no memory, so updates below half an ulp still move the weights on average), ``master`` (an fp32 master
             copy of each active tensor: +4 bytes per active element) or ``nearest`` (plain rounding: updates below
             half an ulp vanish). fp32 weights ignore it.
-        seed: seeds the directions in a plain loop (under a ZOLightningModule, ``zo.seed`` does).
 
     Memory: nothing beyond the noise of the largest tensor while it is being applied, unless ``momentum > 0``.
     """
@@ -47,19 +44,17 @@ class ZOSGD(ZOOptimizer):
         momentum: float = 0.0,
         decay_1d: bool = False,
         low_precision: LowPrecisionUpdate = "stochastic",
-        seed: int | None = None,
     ) -> None:
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"`momentum` must be in [0, 1), got {momentum}.")
         defaults = dict(
             lr=lr, eps=eps, weight_decay=weight_decay, momentum=momentum, decay_1d=decay_1d, low_precision=low_precision,
-            seed=seed,
         )
         super().__init__(params, defaults)
 
-    def _update(self, plan: PerturbationPlan, estimates: Sequence[DirectionalEstimate], context: UpdateContext) -> None:
+    def _update(self, measurement: Measurement) -> None:
         groups = self.group_of()
-        for entry, z, projected_gradient in self.directions(plan, estimates, context):
+        for entry, z, projected_gradient in self.directions(measurement):
             self._sgd_update(entry, z, projected_gradient, groups[id(entry.param)])
 
     def _sgd_update(self, entry: ActiveTensor, z: Tensor, projected_gradient: float, group: dict[str, Any]) -> None:

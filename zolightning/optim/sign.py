@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping
+from typing import Any
 
-from zolightning.functional.estimate import DirectionalEstimate
-from zolightning.estimators.probe import UpdateContext
-from zolightning.functional.perturbation import PerturbationPlan
+from zolightning.engine.measurement import Measurement
 from zolightning.functional.rounding import LowPrecisionUpdate
 from zolightning.optim.optimizer import ParamsT
 from zolightning.optim.sgd import ZOSGD
@@ -21,8 +20,9 @@ class ZOSGDSign(ZOSGD):
     step length directly (ZO-Bench uses lr 1e-3… 1e-5 with it on OPT). With q directions the scalar signs are averaged,
     Σₖ sign(gₖ)·zₖ / q; the elementwise sign is taken of the averaged estimate.
 
-    Args are those of :class:`~zolightning.optim.ZOSGD` plus ``elementwise`` (default ``False``). Memory: as ZOSGD
-    (nothing without momentum).
+    Args are those of :class:`~zolightning.optim.ZOSGD` plus ``elementwise`` (default ``False``), a group setting like
+    the others (in ``defaults``, so in ``state_dict`` and a trajectory's header). Memory: as ZOSGD (nothing without
+    momentum).
     """
 
     def __init__(
@@ -35,22 +35,25 @@ class ZOSGDSign(ZOSGD):
         decay_1d: bool = False,
         elementwise: bool = False,
         low_precision: LowPrecisionUpdate = "stochastic",
-        seed: int | None = None,
     ) -> None:
         super().__init__(
             params, lr=lr, eps=eps, weight_decay=weight_decay, momentum=momentum, decay_1d=decay_1d,
-            low_precision=low_precision, seed=seed,
+            low_precision=low_precision,
         )
-        self.elementwise = bool(elementwise)
+        # One more default, filled into each group that does not set it, as torch fills in every default.
+        self.defaults["elementwise"] = bool(elementwise)
+        for group in self.param_groups:
+            group.setdefault("elementwise", bool(elementwise))
 
-    def transform_projected_gradient(self, projected_gradient: float) -> float:
-        if self.elementwise:
+    def transform_projected_gradient(self, projected_gradient: float, group: Mapping[str, Any]) -> float:
+        if group["elementwise"]:
             return projected_gradient
         return math.copysign(1.0, projected_gradient) if projected_gradient != 0.0 else 0.0
 
-    def _update(self, plan: PerturbationPlan, estimates: Sequence[DirectionalEstimate], context: UpdateContext) -> None:
+    def _update(self, measurement: Measurement) -> None:
         groups = self.group_of()
-        for entry, z, projected_gradient in self.directions(plan, estimates, context):
-            if self.elementwise:
+        for entry, z, projected_gradient in self.directions(measurement):
+            group = groups[id(entry.param)]
+            if group["elementwise"]:
                 z, projected_gradient = z.mul(projected_gradient).sign_(), 1.0
-            self._sgd_update(entry, z, projected_gradient, groups[id(entry.param)])
+            self._sgd_update(entry, z, projected_gradient, group)

@@ -79,13 +79,49 @@ class StructureRule(ABC):
     The state protocol: :meth:`state_dict` returns only numbers, strings, lists, dicts and CPU tensors, keyed by
     parameter name (so it loads with ``weights_only=True``); :meth:`load_state_dict` puts tensors back on the devices
     of their parameters. A rule without state keeps the defaults.
+
+    Seed and noise: ``zo.seed`` and ``zo.distribution`` own them. A rule that draws takes ``seed`` / ``distribution``
+    arguments only as explicit overrides (``None``, the default: the step's); :meth:`bind` hands it the step's, and
+    :meth:`seed_in_use` / :meth:`distribution_in_use` say which applies. The rule never copies the step's values into
+    its own arguments, so :meth:`config` gives back exactly what it was built with.
     """
 
     part: ClassVar[Part]
+    # The explicit overrides (subclasses that take them set them in __init__), and what `bind` handed over.
+    seed: int | None = None
+    distribution: Distribution | None = None
+    _zo_seed: int = 0
+    _zo_distribution: Distribution = "gaussian"
 
     def bind(self, module: nn.Module | None, seed: int, distribution: Distribution) -> None:
         """Called once when the rule is installed: ``module`` is the model (``None`` when the engine has none),
-        ``seed`` and ``distribution`` the step's, for settings the rule leaves unset. Does nothing by default."""
+        ``seed`` and ``distribution`` the step's (``zo.seed``, ``zo.distribution``), used where the rule has no
+        override. Subclasses that need the module override this and call ``super().bind`` first."""
+        self._zo_seed = seed
+        self._zo_distribution = distribution
+
+    def seed_in_use(self) -> int:
+        """The rule's own ``seed`` if it was given one, else ``zo.seed`` (0 before :meth:`bind`)."""
+        return self.seed if self.seed is not None else self._zo_seed
+
+    def distribution_in_use(self) -> Distribution:
+        """The rule's own ``distribution`` if it was given one, else ``zo.distribution`` (Gaussian before
+        :meth:`bind`)."""
+        return self.distribution if self.distribution is not None else self._zo_distribution
+
+    def config(self) -> dict[str, Any]:
+        """The rule's ``__init__`` arguments as it was built (overrides left ``None`` stay ``None``; nested rules as
+        rules): with the registry name and :meth:`state_dict`, what a trajectory replay rebuilds it from
+        (:mod:`zolightning.trajectory.run_spec`). Every registered rule gives it; a rule of one's own that is to be
+        logged must too (the default refuses, naming the fix).
+
+        Raises:
+            NotImplementedError: the rule does not say how it was built.
+        """
+        raise NotImplementedError(
+            f"{type(self).__name__} does not give `config()` (its __init__ arguments), which a trajectory needs to "
+            "rebuild it: implement it, returning a dict of those arguments."
+        )
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -140,6 +176,9 @@ class AllTensors(TensorSelection):
     def select(self, tensors: Sequence[TrainableTensor], step: int) -> list[TrainableTensor]:
         return list(tensors)
 
+    def config(self) -> dict[str, Any]:
+        return {}
+
     def __repr__(self) -> str:
         return "AllTensors()"
 
@@ -153,14 +192,17 @@ class DenseDirections(DirectionRule):
 
     def __init__(self, distribution: Distribution | None = None) -> None:
         self.distribution = distribution
-        self.dense = DenseDirection(distribution or "gaussian")
+        self.dense = DenseDirection(self.distribution_in_use())
 
     def bind(self, module: nn.Module | None, seed: int, distribution: Distribution) -> None:
-        if self.distribution is None:
-            self.dense = DenseDirection(distribution)
+        super().bind(module, seed, distribution)
+        self.dense = DenseDirection(self.distribution_in_use())
 
     def direction(self, tensor: TrainableTensor, step: int) -> TensorDirection:
         return self.dense
+
+    def config(self) -> dict[str, Any]:
+        return {"distribution": self.distribution}
 
     def __repr__(self) -> str:
         return f"DenseDirections({self.dense.distribution!r})"
@@ -172,18 +214,18 @@ class PerturbationStructure:
     Args:
         selection: which tensors are active (default: all).
         directions: how z is formed on each (default: dense noise of ``distribution``).
-        distribution: the dense default's noise (default Gaussian).
+        distribution: the dense default's noise (default ``None``: the one it is bound to, ``zo.distribution`` in
+            an engine).
     """
 
     def __init__(
         self,
         selection: TensorSelection | None = None,
         directions: DirectionRule | None = None,
-        distribution: Distribution = "gaussian",
+        distribution: Distribution | None = None,
     ) -> None:
         self.selection: TensorSelection = selection if selection is not None else AllTensors()
         self.directions: DirectionRule = directions if directions is not None else DenseDirections(distribution)
-        self.distribution: Distribution = distribution
         # Which object installed each part, so that two installers cannot both set one.
         self.owners: dict[str, object] = {}
 

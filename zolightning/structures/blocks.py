@@ -10,7 +10,7 @@ from torch import nn
 
 from typing_extensions import override
 
-from zolightning.functional.block_schedule import BlockOrder, BlockSchedule, check_order, check_steps_per_block
+from zolightning.structures.block_schedule import BlockOrder, BlockSchedule, check_order, check_steps_per_block
 from zolightning.functional.blocks import Block, Granularity, check_granularity, partition_blocks
 from zolightning.functional.checks import compile_patterns
 from zolightning.functional.noise import Distribution
@@ -28,15 +28,15 @@ class BlockSelection(TensorSelection):
         granularity: ``layer`` (default: one block per repeated layer; embeddings, final norm and head on their own),
             ``sublayer`` (attention / MLP), ``linear`` (one block per module owning parameters) or ``parameter``.
         order: ``cyclic`` (default), ``descending``, ``flip-flop``, ``random-permutation``, ``uniform`` or
-            ``size-weighted`` (see :mod:`zolightning.functional.block_schedule`).
+            ``size-weighted`` (see :mod:`zolightning.structures.block_schedule`).
         steps_per_block: consecutive steps on one block (default 1).
         patterns: regexes that define blocks instead of ``granularity``: a parameter joins the first pattern that
             matches its name, the block being the matched text (``r"layers\\.\\d+"`` gives one block per layer).
-        seed: seeds the random orders (default: the engine's ``zo.seed``).
+        seed: seeds the random orders, overriding ``zo.seed`` (default ``None``: ``zo.seed``).
         blocks: explicit blocks, as lists of parameter names, instead of partitioning a model (e.g. without one).
 
-    State: the blocks (names with their parameter names) and the schedule's settings and seed. Every order is a pure
-    function of (seed, step), so a resumed run continues the same schedule; blocks are restored by parameter name.
+    State: the blocks (names with their parameter names) and the schedule's settings. Every order is a pure function
+    of (seed, step), so a resumed run continues the same schedule; blocks are restored by parameter name.
     """
 
     prefers_snapshot = True
@@ -59,6 +59,7 @@ class BlockSelection(TensorSelection):
         self.steps_per_block = steps_per_block
         self.patterns = list(patterns) if patterns is not None else None
         self.seed = seed
+        self.named_blocks = [list(names) for names in blocks] if blocks is not None else None
         self.blocks: list[Block] = [
             Block(f"block{i}", tuple(names), 0) for i, names in enumerate(blocks or [])
         ]
@@ -68,7 +69,7 @@ class BlockSelection(TensorSelection):
             self._rebuild()
 
     def bind(self, module: nn.Module | None, seed: int, distribution: Distribution) -> None:
-        self.seed = seed if self.seed is None else self.seed
+        super().bind(module, seed, distribution)
         if module is not None and not self.blocks:
             self.blocks = partition_blocks(module, self.granularity, self.patterns)
         if not self.blocks:
@@ -77,7 +78,7 @@ class BlockSelection(TensorSelection):
 
     def _rebuild(self) -> None:
         sizes = [max(block.numel, 1) for block in self.blocks]
-        self._schedule = BlockSchedule(len(self.blocks), self.order, self.steps_per_block, int(self.seed or 0), sizes)
+        self._schedule = BlockSchedule(len(self.blocks), self.order, self.steps_per_block, self.seed_in_use(), sizes)
         self._members = [frozenset(block.param_names) for block in self.blocks]
 
     @property
@@ -102,12 +103,15 @@ class BlockSelection(TensorSelection):
         names = self._members[self.active_index(step)]
         return [tensor for tensor in tensors if tensor.name in names]
 
+    def config(self) -> dict[str, Any]:
+        return {"granularity": self.granularity, "order": self.order, "steps_per_block": self.steps_per_block,
+                "patterns": self.patterns, "seed": self.seed, "blocks": self.named_blocks}
+
     def state_dict(self) -> dict[str, Any]:
         return {
             "blocks": [[block.name, list(block.param_names), block.numel] for block in self.blocks],
             "order": self.order,
             "steps_per_block": self.steps_per_block,
-            "seed": self.seed,
         }
 
     def load_state_dict(self, state: Mapping[str, Any], device_of: Mapping[str, torch.device] | None = None) -> None:
@@ -121,8 +125,7 @@ class BlockSelection(TensorSelection):
         self.blocks = [Block(name, tuple(params), int(numel)) for name, params, numel in state["blocks"]]
         self.order = state["order"]
         self.steps_per_block = int(state["steps_per_block"])
-        self.seed = state["seed"]
-        self._rebuild()
+        self._rebuild()  # older checkpoints also hold the seed in use: `zo.seed` (or the rule's `seed`) owns it
 
     def __repr__(self) -> str:
         return f"BlockSelection(blocks={len(self.blocks)}, order={self.order!r})"

@@ -23,7 +23,7 @@ class ExcludedDirections(DirectionRule):
     Args:
         inner: the rule for the included tensors.
         exclude: parameter-name regexes (``re.search``) of the tensors to perturb densely.
-        distribution: the excluded tensors' noise (default: the engine's ``zo.distribution``).
+        distribution: the excluded tensors' noise, overriding ``zo.distribution`` (default ``None``).
     """
 
     def __init__(self, inner: DirectionRule, exclude: Sequence[str], distribution: Distribution | None = None) -> None:
@@ -31,20 +31,24 @@ class ExcludedDirections(DirectionRule):
         self.exclude = list(exclude)
         self.patterns = compile_patterns(self.exclude, "exclude")
         self.distribution = distribution
-        self.dense = DenseDirection(distribution or "gaussian")
+        self.dense = DenseDirection(self.distribution_in_use())
 
     def excluded(self, name: str) -> bool:
         return any(pattern.search(name) for pattern in self.patterns)
 
     def bind(self, module: nn.Module | None, seed: int, distribution: Distribution) -> None:
+        super().bind(module, seed, distribution)
         self.inner.bind(module, seed, distribution)
-        self.dense = DenseDirection(self.distribution or distribution)
+        self.dense = DenseDirection(self.distribution_in_use())
 
     def prepare(self, tensors: Sequence[TrainableTensor], step: int) -> None:
         self.inner.prepare([t for t in tensors if not self.excluded(t.name)], step)
 
     def direction(self, tensor: TrainableTensor, step: int) -> TensorDirection:
         return self.dense if self.excluded(tensor.name) else self.inner.direction(tensor, step)
+
+    def config(self) -> dict[str, Any]:
+        return {"inner": self.inner, "exclude": list(self.exclude), "distribution": self.distribution}
 
     def state_dict(self) -> dict[str, Any]:
         return self.inner.state_dict()

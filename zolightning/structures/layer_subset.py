@@ -30,12 +30,12 @@ class LayerSubset(TensorSelection):
         active_layers: how many of the drawn-from blocks are active per step: an integer ≥ 1, or a fraction in
             (0, 1] of them (rounded up; default 0.25, i.e. LeZO's sparsity 0.75).
         always_active: block-name regexes of blocks active at every step and never drawn (e.g. ``["lm_head"]``).
-        seed: seeds the draws (default: the engine's ``zo.seed``); the subset at step t is a pure function of
-            (seed, t), so a resumed run draws the same subsets.
+        seed: seeds the draws, overriding ``zo.seed`` (default ``None``: ``zo.seed``); the subset at step t is a pure
+            function of (seed, t), so a resumed run draws the same subsets.
         granularity: the partition drawn from (default ``layer``; ``sublayer``, ``linear`` or ``parameter`` for
             finer subsets).
 
-    State: the blocks (names with their parameter names) and the seed.
+    State: the blocks (names with their parameter names).
     """
 
     def __init__(
@@ -61,7 +61,7 @@ class LayerSubset(TensorSelection):
         self.blocks: list[Block] = []
 
     def bind(self, module: nn.Module | None, seed: int, distribution: Distribution) -> None:
-        self.seed = seed if self.seed is None else self.seed
+        super().bind(module, seed, distribution)
         if not self.blocks:
             if module is None:
                 raise ValueError("LayerSubset partitions a model into layers: install it with `module=`.")
@@ -82,7 +82,7 @@ class LayerSubset(TensorSelection):
     def active_blocks(self, step: int) -> list[int]:
         """The indices (into :attr:`blocks`) active at ``step``, in block order."""
         fixed, drawn = self._split()
-        generator = make_generator(mix_seed(int(self.seed or 0), _SUBSET_STREAM, step), "cpu")
+        generator = make_generator(mix_seed(self.seed_in_use(), _SUBSET_STREAM, step), "cpu")
         picks = torch.randperm(len(drawn), generator=generator)[: self.active_count()].tolist()
         return sorted(fixed + [drawn[i] for i in picks])
 
@@ -90,12 +90,16 @@ class LayerSubset(TensorSelection):
         names = {name for i in self.active_blocks(step) for name in self.blocks[i].param_names}
         return [tensor for tensor in tensors if tensor.name in names]
 
+    def config(self) -> dict[str, Any]:
+        return {"active_layers": self.active_layers, "always_active": list(self.always_active), "seed": self.seed,
+                "granularity": self.granularity}
+
     def state_dict(self) -> dict[str, Any]:
-        return {"blocks": [[block.name, list(block.param_names), block.numel] for block in self.blocks], "seed": self.seed}
+        return {"blocks": [[block.name, list(block.param_names), block.numel] for block in self.blocks]}
 
     def load_state_dict(self, state: Mapping[str, Any], device_of: Mapping[str, torch.device] | None = None) -> None:
+        # Older checkpoints also hold the seed in use: `zo.seed` (or the rule's `seed`) owns it.
         self.blocks = [Block(name, tuple(params), int(numel)) for name, params, numel in state["blocks"]]
-        self.seed = state["seed"]
 
     def __repr__(self) -> str:
         return f"LayerSubset(active_layers={self.active_layers!r}, blocks={len(self.blocks)})"

@@ -24,9 +24,9 @@ class LowRankDirections(DirectionRule):
         rank: r ≥ 1 (capped at each matrix's smaller side). LOZO uses 1 or 2; SubZero e.g. 24.
         refresh_interval: steps between factor refreshes (LOZO's ν, e.g. 50 or 100; SubZero's T₀, e.g. 1000).
         mode: ``lozo`` or ``subzero``.
-        seed: seeds the factors; each tensor's factors at refresh k come from (seed, k, tensor key) (default: the
-            engine's ``zo.seed``).
-        distribution: noise of the dense fallback (default: the engine's ``zo.distribution``).
+        seed: seeds the factors, overriding ``zo.seed`` (default ``None``: ``zo.seed``); each tensor's factors at
+            refresh k come from (seed, k, tensor key).
+        distribution: noise of the dense fallback, overriding ``zo.distribution`` (default ``None``).
 
     Memory: the kept factors, (n × r) per matrix for LOZO and (m + n) × r for SubZero, fp32.
     """
@@ -47,12 +47,12 @@ class LowRankDirections(DirectionRule):
         self.mode: LowRankMode = mode
         self.seed = seed
         self.distribution = distribution
-        self.dense = DenseDirection(distribution or "gaussian")
+        self.dense = DenseDirection(self.distribution_in_use())
         self.factors: dict[str, tuple[int, tuple[Tensor, ...]]] = {}
 
     def bind(self, module: nn.Module | None, seed: int, distribution: Distribution) -> None:
-        self.seed = seed if self.seed is None else self.seed
-        self.dense = DenseDirection(self.distribution or distribution)
+        super().bind(module, seed, distribution)
+        self.dense = DenseDirection(self.distribution_in_use())
 
     def direction(self, tensor: TrainableTensor, step: int) -> TensorDirection:
         if tensor.param.dim() < 2:
@@ -60,10 +60,14 @@ class LowRankDirections(DirectionRule):
         refresh = step // self.refresh_interval
         kept = self.factors.get(tensor.name)
         if kept is None or kept[0] != refresh:
-            seed = mix_seed(self.seed or 0, _FACTOR_STREAM, refresh, tensor_key(tensor.name))
+            seed = mix_seed(self.seed_in_use(), _FACTOR_STREAM, refresh, tensor_key(tensor.name))
             kept = (refresh, draw_factors(tensor.param, self.mode, self.rank, seed))
             self.factors[tensor.name] = kept
         return LowRankDirection(self.mode, kept[1])
+
+    def config(self) -> dict[str, Any]:
+        return {"rank": self.rank, "refresh_interval": self.refresh_interval, "mode": self.mode, "seed": self.seed,
+                "distribution": self.distribution}
 
     def state_dict(self) -> dict[str, Any]:
         """The kept factors with their refresh index, per tensor name (CPU tensors)."""

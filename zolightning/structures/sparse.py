@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from zolightning.functional.directions import TensorDirection
 from zolightning.functional.masked import (
@@ -39,8 +39,8 @@ class SparseDirections(DirectionRule):
         storage: ``mask`` keeps each mask from its first use in a refresh window until the next refresh (1 bit per
             entry in checkpoints); ``recompute`` keeps only the thresholds (magnitude) or nothing (random) and
             rebuilds the mask from the current weights or the seed at every step.
-        seed: seeds random masks (default: the engine's ``zo.seed``).
-        distribution: noise on the perturbed entries (default: the engine's ``zo.distribution``).
+        seed: seeds random masks, overriding ``zo.seed`` (default ``None``: ``zo.seed``).
+        distribution: noise on the perturbed entries, overriding ``zo.distribution`` (default ``None``).
 
     A mask is fixed for the whole step it is drawn in, so the update uses exactly the perturbation's mask.
     """
@@ -69,9 +69,6 @@ class SparseDirections(DirectionRule):
         self.thresholds: dict[str, float] = {}
         self.masks: dict[str, Tensor] = {}
 
-    def bind(self, module: nn.Module | None, seed: int, distribution: Distribution) -> None:
-        self.seed = seed if self.seed is None else self.seed
-        self.distribution = self.distribution or distribution
 
     def prepare(self, tensors: Sequence[TrainableTensor], step: int) -> None:
         refresh = step // self.refresh_interval
@@ -91,16 +88,20 @@ class SparseDirections(DirectionRule):
             mask = self._mask(tensor)
             if self.storage == "mask":
                 self.masks[tensor.name] = mask
-        return MaskedDirection(mask, self.distribution or "gaussian")
+        return MaskedDirection(mask, self.distribution_in_use())
 
     def _mask(self, tensor: TrainableTensor) -> Tensor:
         param = tensor.param
         if self.criterion == "random":
-            seed = mix_seed(self.seed or 0, _MASK_STREAM, self.refresh_index or 0, tensor_key(tensor.name))
+            seed = mix_seed(self.seed_in_use(), _MASK_STREAM, self.refresh_index or 0, tensor_key(tensor.name))
             return random_mask(param.shape, self.sparsity, seed, param.device)
         if tensor.name not in self.thresholds:
             self.thresholds[tensor.name] = magnitude_threshold(param.detach().abs(), self.sparsity, self.criterion)
         return magnitude_mask(param, self.thresholds[tensor.name], self.criterion)
+
+    def config(self) -> dict[str, Any]:
+        return {"sparsity": self.sparsity, "criterion": self.criterion, "refresh_interval": self.refresh_interval,
+                "scope": self.scope, "storage": self.storage, "seed": self.seed, "distribution": self.distribution}
 
     def state_dict(self) -> dict[str, Any]:
         """Refresh index, thresholds and (``storage="mask"``) packed masks: types that load with weights_only."""

@@ -1,8 +1,9 @@
 """``replay``: apply a trajectory to the base weights and get the trained weights back, bitwise.
 
-Replay re-runs the very same step (:meth:`~zolightning.engine.StepEngine.step`) with the run's optimizer class,
-structure rules and config, feeding each record's numbers instead of measuring: the plan, the noise, an arithmetic
-restore's rounding, stochastic rounding and the optimizer's state (momentum, Adam's moments, HiZOO's Hessian) are
+Replay is ``optimizer.apply(recorded)``: the run's engine (its config and structure rules) turns each record's
+numbers into the step's :class:`~zolightning.engine.measurement.Measurement` (``measure`` with ``recorded=``, which
+measures nothing), and the run's optimizer class applies it. The plan, the noise, an arithmetic restore's rounding,
+stochastic rounding and the optimizer's state (momentum, Adam's moments, HiZOO's Hessian, ZO-SGD-Cons's choice) are
 recomputed by the same code, so the weights come out bitwise equal to training's on the same device and dtype.
 """
 
@@ -19,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from zolightning.engine.step import StepEngine, StepResult
+from zolightning.engine.measurement import Measurement, Recorded
+from zolightning.engine.step import StepEngine
 from zolightning.optim.optimizer import ZOOptimizer
 from zolightning.trajectory.format import StepRecord, Trajectory, TrajectoryError, read_trajectory, weights_fingerprint
 from zolightning.trajectory.run_spec import build_step, plan_signature
@@ -30,7 +32,7 @@ class ReplayResult:
     """What :func:`replay` did.
 
     Attributes:
-        engine, optimizer: the run's step, in the state after the last replayed step: continue training with
+        engine, optimizer: the run's two calls, in the state after the last replayed step: continue training with
             ``optimizer.step(closure, step=steps)`` (the next step's seeds derive from ``steps``), under
             ``default_dtype(...)`` of the log's ``header["default_dtype"]`` when the run set one (``bf16-true``).
         steps: step records applied (the model is the run's model after that many updates).
@@ -124,30 +126,32 @@ def default_dtype(dtype: torch.dtype) -> Iterator[None]:
 
 
 def apply_record(engine: StepEngine, optimizer: ZOOptimizer, record: StepRecord, world: int) -> None:
-    """Replay one step record: its learning rates, its accumulated micro-batches' moves, the step; then check that
-    the step planned and applied what the log says."""
+    """Replay one step record: its learning rates and ε (as a user's edits, they are the step's), its accumulated
+    micro-batches' moves, then ``optimizer.apply`` of the recorded measurement; then check that the step planned and
+    applied what the log says."""
     groups = optimizer.param_groups
     if len(record.lr) != len(groups):
         raise TrajectoryError(f"Step {record.step} has {len(record.lr)} param groups; the optimizer has {len(groups)}.")
-    for group, lr in zip(groups, record.lr, strict=True):
-        group["lr"] = lr
+    for group, lr, eps in zip(groups, record.lr, record.eps, strict=True):
+        group["lr"], group["eps"] = lr, eps
+    recorded = Recorded(record.numbers, world)
     for _ in range(record.micro_batches - 1):
-        engine.step(None, step=record.step, update=False, recorded=record.numbers, recorded_world=world)
-    engine.step(None, step=record.step, recorded=record.numbers, recorded_world=world)
+        engine.measure(None, record.step, accumulate=True, recorded=recorded)
+    optimizer.apply(engine.measure(None, record.step, recorded=recorded, defer_restore=True))
     assert engine.last is not None
     problem = mismatch(engine, record, engine.last)
     if problem is not None:
         raise TrajectoryError(f"Step {record.step} does not replay as logged: {problem}.")
 
 
-def last_update(engine: StepEngine) -> StepResult | None:
-    """The engine's latest result if it updated (or skipped a non-finite update); ``None`` after a micro-batch that
-    only accumulated, whose numbers travel with the update's."""
+def last_update(engine: StepEngine) -> Measurement | None:
+    """The engine's latest measurement if it was an update's (or a skipped non-finite update's); ``None`` after a
+    micro-batch that only accumulated, whose numbers travel with the update's."""
     last = engine.last
-    return last if last is not None and last.micro_batches > 0 and last.numbers is not None else None
+    return last if last is not None and last.micro_batches > 0 else None
 
 
-def mismatch(engine: StepEngine, record: StepRecord, result: StepResult) -> str | None:
+def mismatch(engine: StepEngine, record: StepRecord, result: Measurement) -> str | None:
     """What differs between a replayed step and its record (``None`` if nothing)."""
     seeds = tuple(estimate.seed for estimate in result.estimates)
     if seeds != record.seeds:
@@ -160,6 +164,6 @@ def mismatch(engine: StepEngine, record: StepRecord, result: StepResult) -> str 
         return f"ε per group {result.group_eps} instead of {record.eps}"
     if result.micro_batches != record.micro_batches:
         return f"{result.micro_batches} micro-batches instead of {record.micro_batches}"
-    if result.updated != record.updated:
-        return f"updated={result.updated}, the log's {record.updated}"
+    if result.updates != record.updated:
+        return f"updated={result.updates}, the log's {record.updated}"
     return None

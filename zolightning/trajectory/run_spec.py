@@ -1,15 +1,15 @@
 """What a trajectory's header says about a run, and how replay rebuilds the run's step from it.
 
-A ZO-SGD step is a function of its seeds, the plan (the structure's rules and state, the optimizer's groups) and a few
+A ZO step is a function of its seeds, the plan (the structure's rules and state, the optimizer's groups) and a few
 measured numbers. The header keeps everything but the numbers: the ZO config, the optimizer (class, per-group settings
-and parameter names), the structure rules (registry name, init arguments, initial state), and the base weights'
-fingerprint. :func:`build_step` turns it back into an engine and an optimizer over a module's parameters.
+and parameter names), the structure rules (registry name, :meth:`~zolightning.structures.base.StructureRule.config`,
+initial state), and the base weights' fingerprint. :func:`build_step` turns it back into an engine and an optimizer
+over a module's parameters.
 """
 
 from __future__ import annotations
 
 import importlib
-import inspect
 import json
 import os
 import zlib
@@ -27,12 +27,13 @@ from zolightning.optim.optimizer import ZOOptimizer
 from zolightning.structures.base import StructureRule
 from zolightning.structures.registry import STRUCTURES, create_rule
 from zolightning.trajectory.format import TrajectoryError
+from zolightning.version import __version__
 
 _PARTS = ("selection", "directions")
 
 
 class _NotPlain(Exception):
-    """A value with no plain (JSON) form: left out of a rule's arguments, which its state then restores."""
+    """A value with no plain (JSON) form, which a header cannot keep."""
 
 
 def plain(value: Any) -> Any:
@@ -60,7 +61,7 @@ def import_class(path: str) -> type:
 
 def check_replayable(config: ZOConfig, optimizer: Optimizer | None) -> None:
     """Refuse, naming why, a run whose steps a log of seeds and numbers could not replay (``optimizer=None``: check
-    the config alone)."""
+    the config alone). Every ZO optimizer replays: what its update reads was measured, so the numbers hold it."""
     if config.gradient == "backprop":
         raise TrajectoryError(
             "`zo.gradient: backprop` steps are not ZO steps: a backprop update needs the whole gradient, not a few "
@@ -72,15 +73,13 @@ def check_replayable(config: ZOConfig, optimizer: Optimizer | None) -> None:
         raise TrajectoryError(
             f"{type(optimizer).__name__} is a plain torch.optim optimizer: its update is torch's own step on the "
             "estimate written into `.grad`, with settings and state the log does not record, so it cannot be "
-            "replayed from the log. Use a ZO optimizer (zolightning.optim: ZOSGD, ZOSGDSign, ZOAdam, HiZOO)."
+            "replayed from the log. Use a ZO optimizer (zolightning.optim: ZOSGD, ZOSGDSign, ZOSGDCons, ZOAdam, HiZOO)."
         )
-    if optimizer.not_replayable is not None:
-        raise TrajectoryError(f"{type(optimizer).__name__} cannot be replayed from a trajectory: {optimizer.not_replayable}.")
 
 
 def rule_spec(rule: StructureRule) -> dict[str, Any]:
-    """A rule as its registry name, its JSON-able init arguments (read back from same-named attributes, nested rules
-    as specs) and its current state; refuses a rule the registry does not name."""
+    """A rule as its registry name, its :meth:`~zolightning.structures.base.StructureRule.config` (nested rules as
+    specs) and its current state; refuses a rule the registry does not name, or whose config is not JSON data."""
     names = {cls: name for name, cls in STRUCTURES.items()}
     name = names.get(type(rule))
     if name is None:
@@ -89,17 +88,19 @@ def rule_spec(rule: StructureRule) -> dict[str, Any]:
             "rebuild it: register it there (one line) to log its runs."
         )
     args: dict[str, Any] = {}
-    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    signature = inspect.signature(type(rule).__init__).parameters.values()
-    for parameter in [p.name for p in signature if p.kind in keyword][1:]:
-        value = getattr(rule, parameter, None)
+    try:
+        config = rule.config()
+    except NotImplementedError as error:
+        raise TrajectoryError(str(error)) from None
+    for parameter, value in config.items():
         if isinstance(value, StructureRule):
             args[parameter] = {"rule": rule_spec(value)}
             continue
         try:
             args[parameter] = plain(value)
-        except _NotPlain:
-            pass  # derived attributes (e.g. a BlockSelection's blocks) come back with the state below
+        except _NotPlain as error:
+            raise TrajectoryError(f"{type(rule).__name__}'s config holds {error} `{parameter}`; a trajectory header "
+                                  "keeps numbers, strings and lists.") from None
     try:
         state = plain(rule.state_dict())
     except _NotPlain as error:
@@ -116,11 +117,11 @@ def build_rule(spec: Mapping[str, Any]) -> StructureRule:
 
 
 def optimizer_spec(optimizer: ZOOptimizer, names: Mapping[int, str]) -> dict[str, Any]:
-    """The optimizer's class and, per group, its settings (ε as the schedule's base) and parameter names."""
+    """The optimizer's class and, per group, its settings (every option: they are all in the groups) and parameter
+    names."""
     groups = []
     for group in optimizer.param_groups:
-        settings = {key: value for key, value in group.items() if key not in ("params", "param_names", "initial_eps")}
-        settings["eps"] = group.get("initial_eps", group["eps"])
+        settings = {key: value for key, value in group.items() if key not in ("params", "param_names")}
         try:
             settings = plain(settings)
         except _NotPlain as error:
@@ -138,8 +139,6 @@ def run_header(
     """The header of a new trajectory of ``module``'s run (``fingerprint``: its base weights, before the first step;
     ``default_dtype``: torch's default dtype inside the run's steps, which Lightning's precision sets and which
     tensors made without a dtype take, e.g. stochastic rounding's draws)."""
-    from zolightning import __version__
-
     check_replayable(config, optimizer)
     assert isinstance(optimizer, ZOOptimizer)
     names = {id(p): name for name, p in module.named_parameters()}

@@ -2,7 +2,7 @@
 
 import pytest
 
-from zolightning.functional.block_schedule import BLOCK_ORDERS, BlockSchedule
+from zolightning.structures.block_schedule import BLOCK_ORDERS, BlockSchedule
 
 
 @pytest.mark.parametrize("order", BLOCK_ORDERS)

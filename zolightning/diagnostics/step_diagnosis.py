@@ -24,19 +24,19 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from zolightning.engine.probe import Probe
 from zolightning.engine.step import StepEngine
-from zolightning.estimators.probe import Probe
 from zolightning.functional.diagnostics import EstimateStatistics, estimate_statistics, gram_update_, stacked_norm_sq
 from zolightning.functional.estimate import LossFn
 from zolightning.functional.noise import mix_seed
 from zolightning.functional.perturbation import PerturbationPlan
-from zolightning.structures.base import TrainableTensor, trainable_tensors
+from zolightning.structures.base import TrainableTensor
 
 _DIAGNOSTIC_STREAM = 0x44494147  # extra directions never coincide with a training step's
 
 
 @dataclass(frozen=True)
-class Measurement:
+class StepDiagnosis:
     """One step's diagnostics.
 
     Attributes:
@@ -62,10 +62,10 @@ def diagnostic_seeds(engine: StepEngine, step: int, extra: int) -> list[int]:
 
 
 def trainable_of(engine: StepEngine) -> list[TrainableTensor]:
-    """Every tensor the engine's update rule trains, by name (ε not needed here)."""
-    if engine.rule is None:
-        raise RuntimeError("The engine has no optimizer bound yet: measure after `on_fit_start` (or `engine.bind`).")
-    return trainable_tensors(engine.rule.param_groups, engine.names, eps_of=lambda group: 0.0)
+    """Every tensor the engine's update target trains, by name."""
+    if engine.target is None:
+        raise RuntimeError("The engine has no update attached yet: measure after `on_fit_start` (or `engine.attach`).")
+    return engine.trainable()
 
 
 def available_memory(device: torch.device) -> int | None:
@@ -111,7 +111,7 @@ def true_gradient(objective: LossFn, tensors: Sequence[TrainableTensor]) -> tupl
 
 def measure_step(
     engine: StepEngine, objective: LossFn, step: int, *, extra_directions: int = 4, gradient: bool = True
-) -> Measurement:
+) -> StepDiagnosis:
     """Diagnose step ``step`` of ``engine`` on the batch ``objective`` evaluates (see the module docstring)."""
     started = time.perf_counter()
     plan = engine.plan(step)
@@ -132,7 +132,7 @@ def measure_step(
         subspace_norm_sq=subspace,
     )
     names = tuple(entry.name for entry in plan)
-    return Measurement(step, statistics, names, forwards, time.perf_counter() - started, skipped)
+    return StepDiagnosis(step, statistics, names, forwards, time.perf_counter() - started, skipped)
 
 
 def _projected_gradients(objective: LossFn, plan: PerturbationPlan, seeds: Sequence[int]) -> Tensor:

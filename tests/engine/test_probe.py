@@ -4,7 +4,9 @@ import pytest
 import torch
 
 from tests.estimators.helpers import assert_restored, batch, estimate, fails_at, plan_for, small_mlp
-from zolightning.estimators import OneSided, Probe, TwoSided
+from zolightning.engine.probe import Probe
+from zolightning.estimators import OneSided, TwoSided
+from zolightning.functional.perturbation import Displacement
 
 
 def test_weights_come_back_within_fp32_rounding_after_the_two_forwards():
@@ -45,23 +47,19 @@ def test_an_exception_in_the_second_forward_leaves_the_weights_unperturbed(resto
     assert_restored(plan, before, 3, restore)
 
 
-def test_a_fused_one_sided_restore_is_completed_by_settle():
-    """The engine leaves the weights at θ + εz for the update, which settles each tensor with the z it draws."""
+def test_release_hands_over_where_theta_is_and_leaves_it_there():
+    """The engine leaves the weights at θ + εz for the update, which brings them back with the z it draws
+    (tests/optim/test_settlement.py); after a release, the probe's own restore has nothing to undo."""
     model = small_mlp()
     plan = plan_for(model)
-    before = [p.detach().clone() for p in model.parameters()]
     x, y = batch()
     probe = Probe(lambda: torch.nn.functional.cross_entropy(model(x), y), plan, "arithmetic")
     OneSided().measure(probe, [2])
-    assert (probe.seed, probe.offset) == (2, 1.0) and not probe.exact
-    with torch.no_grad():  # as in the update
-        for entry in plan:
-            probe.settle(entry, entry.direction_at(2), 2)
-            probe.settle(entry, entry.direction_at(2), 2)  # a second settle of the same tensor does nothing
-    assert_restored(plan, before, 2, "arithmetic")
-    settled = [p.detach().clone() for p in model.parameters()]
-    probe.restore()  # nothing is left displaced
-    assert all(torch.equal(p, s) for p, s in zip(model.parameters(), settled))
+    displaced = [p.detach().clone() for p in model.parameters()]
+    assert probe.release() == Displacement.along(plan, 2, 1.0) and not probe.exact
+    probe.restore()
+    assert all(torch.equal(p, d) for p, d in zip(model.parameters(), displaced))
+    assert probe.release() is None
 
 
 def test_moving_to_another_direction_first_brings_theta_back():

@@ -1,4 +1,5 @@
-"""The block-activity image: layout, colours of active and inactive cells."""
+"""The images a run logs: the block-activity image (layout, colours of active and inactive cells) and the confusion
+matrix."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import math
 import pytest
 import torch
 
-from zolightning.functional.activity_image import activity_image
+from zolightning.diagnostics.images import activity_image, confusion_image
 
 
 def test_rows_are_blocks_columns_are_steps_and_inactive_cells_are_grey():
@@ -25,3 +26,9 @@ def test_rows_are_blocks_columns_are_steps_and_inactive_cells_are_grey():
 def test_a_wrong_shape_is_refused():
     with pytest.raises(ValueError, match="blocks × steps"):
         activity_image(torch.zeros(3))
+
+
+def test_image_shape_and_a_full_row_is_dark():
+    image = confusion_image(torch.tensor([[5, 0], [0, 3]]), cell=4)
+    assert image.shape == (3, 8, 8)
+    assert image[:, 1:4, 1:4].mean() < image[:, 1:4, 5:8].mean()

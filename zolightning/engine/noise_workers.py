@@ -1,17 +1,23 @@
-"""The worker threads that draw large tensors' noise in parallel chunks.
+"""The worker threads that draw large tensors' noise in parallel chunks (the step's side of it: layer 1 only defines
+the chunks, and draws them on whatever executor it is lent).
 
 On CPU, ``normal_`` with a seeded generator is a serial pass whatever torch's thread count, and a dense ZO step makes
 three such passes over every trainable element: they dominate the step's time outside the forwards. A large tensor's
 noise is therefore defined chunk by chunk (:func:`~zolightning.functional.noise.fill_noise_`), each chunk from its
 own generator, so the chunks can be drawn on several threads with bitwise the same result as on one. torch releases
-the GIL inside the op.
+the GIL inside the op. :func:`drawing_noise` lends the pool to the noise drawn inside a block: the engine's
+``measure`` and every update's ``apply`` run in one.
 """
 
 from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+from zolightning.functional.noise import chunks_drawn_on
 
 
 _lock = threading.Lock()
@@ -76,3 +82,11 @@ def noise_executor() -> ThreadPoolExecutor | None:
                 _pool.shutdown(wait=True)
             _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zo-noise")
         return _pool
+
+
+@contextmanager
+def drawing_noise() -> Iterator[None]:
+    """Draw the noise of the block on the shared pool (:func:`noise_executor`; the calling thread alone with one
+    worker)."""
+    with chunks_drawn_on(noise_executor()):
+        yield
