@@ -65,7 +65,7 @@ def test_a_small_lr_a_zo_optimizer_or_backprop_gives_no_warning(model, zo):
 
 
 class MyAdam(torch.optim.Adam):
-    pass
+    """A user's own Adam: the warning covers subclasses too."""
 
 
 @pytest.mark.parametrize(

@@ -100,6 +100,15 @@ def test_lightnings_demo_model_with_its_own_adam_warns_when_its_loss_drifts_up(l
     assert state["warned"] is warns and (state["updates"] < 700 if warns else state["updates"] == 700)
 
 
+def estimate(plus: float, minus: float):
+    import torch
+
+    from zolightning.functional.estimate import DirectionalEstimate
+
+    return DirectionalEstimate(seed=0, loss_plus=torch.tensor(plus),
+                               loss_minus=torch.tensor(minus))
+
+
 def test_ties_are_counted_and_warn_once_when_most_recent_steps_tie():
     from zolightning.engine.guards import TieGuard
 
@@ -109,7 +118,7 @@ def test_ties_are_counted_and_warn_once_when_most_recent_steps_tie():
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for k in range(2 * TieGuard.WINDOW):  # every other step ties: a share of 0.5 warns once the window is full
-            guard.observe([(0.5, 0.5 if k % 2 else 0.6)], eps=1e-3)
+            guard.observe([estimate(0.5, 0.5 if k % 2 else 0.6)], eps=1e-3)
             assert guard.warned == (k >= TieGuard.WINDOW - 1)
     assert guard.share == 0.5
     assert len(caught) == 1
@@ -121,11 +130,11 @@ def test_the_tie_warning_names_the_causes_and_resumes_with_its_window():
     guard = TieGuard()
     with pytest.warns(UserWarning, match=r"100% of the last 50 ZO steps measured L\+ = L-.*1/B"):
         for _ in range(TieGuard.WINDOW):
-            guard.observe([(0.25, 0.25)], eps=1e-3)
+            guard.observe([estimate(0.25, 0.25)], eps=1e-3)
     restored = TieGuard()
     restored.load_state_dict(guard.state_dict())
     assert restored.share == 1.0 and restored.warned
     quiet = TieGuard()
     for _ in range(3 * TieGuard.WINDOW):
-        quiet.observe([(0.25, 0.2501)], eps=1e-3)
+        quiet.observe([estimate(0.25, 0.2501)], eps=1e-3)
     assert not quiet.warned and quiet.share == 0.0

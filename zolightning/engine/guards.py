@@ -215,8 +215,19 @@ class TieGuard:
         """Ties over the recent steps (0 before the first)."""
         return sum(self.recent) / len(self.recent) if self.recent else 0.0
 
-    def observe(self, pairs: Sequence[tuple[float, float]], eps: float) -> None:
-        """Take one step's (L+, L−) per direction; the step ties when every direction does."""
+    @staticmethod
+    def loss_pairs(estimates: Sequence[DirectionalEstimate]) -> list[tuple[float, float]]:
+        """(L+, L−) of each direction, or (L+, L(θ)) for one-sided ones; none for the forward gradient."""
+        pairs = []
+        for estimate in estimates:
+            other = estimate.loss_minus if estimate.loss_minus is not None else estimate.loss_center
+            if estimate.loss_plus is not None and other is not None:
+                pairs.append((float(estimate.loss_plus), float(other)))
+        return pairs
+
+    def observe(self, estimates: Sequence[DirectionalEstimate], eps: float) -> None:
+        """Take one step's estimates; the step ties when every direction's two losses do."""
+        pairs = self.loss_pairs(estimates)
         if not pairs:
             return
         self.recent.append(all(self.is_tie(plus, minus) for plus, minus in pairs))

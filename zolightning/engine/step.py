@@ -54,16 +54,6 @@ def _constant_loss() -> Tensor:
     return torch.zeros(())
 
 
-def _loss_pairs(estimates: list[DirectionalEstimate]) -> list[tuple[float, float]]:
-    """(L+, L−) of each direction, or (L+, L(θ)) for one-sided ones; none for the forward gradient."""
-    pairs = []
-    for estimate in estimates:
-        other = estimate.loss_minus if estimate.loss_minus is not None else estimate.loss_center
-        if estimate.loss_plus is not None and other is not None:
-            pairs.append((float(estimate.loss_plus), float(other)))
-    return pairs
-
-
 REENTRANT_STEP = "A ZO step was started from inside a ZO step's objective. " + OBJECTIVE_ONLY_RETURNS_LOSS
 
 
@@ -286,7 +276,7 @@ class StepEngine:
 
     def _observe(self, measurement: Measurement) -> None:
         self.nonfinite.observe(measurement.estimates)
-        self.ties.observe(_loss_pairs(measurement.estimates), measurement.eps)
+        self.ties.observe(measurement.estimates, measurement.eps)
         if measurement.updates:
             rates = list(measurement.group_lr)
             self.divergence.observe(float(measurement.loss), rates)
