@@ -23,7 +23,7 @@ from numba import njit, prange
 from numba.core import types
 from numba.extending import intrinsic
 
-from zolightning.functional import counter_noise as spec
+from zolightning.functional import counter_philox as spec
 
 # ---------------------------------------------------------------------------------------------- bit casts
 

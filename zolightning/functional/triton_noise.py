@@ -19,7 +19,7 @@ import torch
 import triton
 import triton.language as tl
 
-from zolightning.functional import counter_noise as spec
+from zolightning.functional import counter_philox as spec
 
 _L0, _L1, _L2 = (tl.constexpr(c) for c in spec.LOG_POLY[:3])
 _L3, _L4, _L5 = (tl.constexpr(c) for c in spec.LOG_POLY[3:6])
