@@ -37,3 +37,21 @@ def quadratic() -> tuple[torch.Tensor, torch.Tensor]:
     basis = torch.randn(20, 20, generator=generator)
     matrix = basis @ basis.T / 20 + torch.eye(20)
     return matrix, torch.randn(20, generator=generator)
+
+
+def count_noise_passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Record the size of every noise pass over a dense direction from now on: a z drawn into a buffer
+    (``fill_noise_``, torch or counter) or generated inside a fused move or update (counter noise). Returns the list
+    the sizes are appended to, in elements."""
+    import zolightning.functional.directions as directions
+
+    passes: list[int] = []
+    for name in ("fill_noise_", "add_counter_noise_", "counter_sgd_update_"):
+        original = getattr(directions, name)
+
+        def counted(tensor, *args, _original=original, **kwargs):
+            passes.append(tensor.numel())
+            return _original(tensor, *args, **kwargs)
+
+        monkeypatch.setattr(directions, name, counted)
+    return passes

@@ -8,7 +8,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader, TensorDataset
 
-from tests.conftest import trainer_kwargs
+from tests.conftest import count_noise_passes, trainer_kwargs
 from zolightning import ZOConfig, ZOLightningModule
 from zolightning.optim import ZOSGD
 
@@ -286,16 +286,11 @@ def test_lightnings_optimizer_step_hooks_run_once_per_update_with_the_weights_re
 
 def test_without_a_hook_that_reads_the_weights_the_restore_rides_on_the_update(monkeypatch):
     """Three passes of noise a ZO step (+εz, −2εz, restore and update together), four when a hook reads θ first."""
-    import zolightning.functional.directions as directions
-
     def drawn(callbacks) -> int:
-        counts: list[int] = []
-        original = directions.fill_noise_
-        counting = lambda out, *a, **k: counts.append(out.numel()) or original(out, *a, **k)  # noqa: E731
-        monkeypatch.setattr(directions, "fill_noise_", counting)
-        model = ZORegressor(zo=dict(lr=0.004, restore="arithmetic"))
-        Trainer(max_steps=1, callbacks=callbacks, **trainer_kwargs()).fit(model, regression_data())
-        monkeypatch.setattr(directions, "fill_noise_", original)
+        with monkeypatch.context() as patch:
+            counts = count_noise_passes(patch)
+            model = ZORegressor(zo=dict(lr=0.004, restore="arithmetic"))
+            Trainer(max_steps=1, callbacks=callbacks, **trainer_kwargs()).fit(model, regression_data())
         return sum(counts) // sum(p.numel() for p in model.parameters())
 
     assert drawn([]) == 3

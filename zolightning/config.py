@@ -11,7 +11,7 @@ from zolightning.functional.checks import check_choice, check_int_at_least, chec
 from zolightning.functional.eps_schedule import EpsSchedule, check_eps_schedule
 from zolightning.functional.lr_scaling import check_lr_scales
 from zolightning.functional.estimate import RestoreMode
-from zolightning.functional.noise import Distribution, check_distribution
+from zolightning.functional.noise import Distribution, NoiseSource, check_distribution, check_noise_source
 
 GradientSource = Literal["zeroth_order", "backprop"]
 """Where a step's update comes from: two-point ZO estimates (the engine) or backpropagation (the baseline)."""
@@ -41,6 +41,12 @@ class ZOConfig:
         eval_mode: run the forwards in eval mode: dropout off, BatchNorm statistics untouched (default True, as in
             MeZO). The modules' train/eval flags are restored after the step.
         distribution: ``gaussian`` (default) or ``rademacher`` noise, for every rule that does not set its own.
+        noise: where z's random numbers come from. ``counter`` (default): counter-based Philox noise, element i of a
+            tensor's z a pure function of (step seed, tensor, i), generated inside fused in-place passes (numba on
+            CPU, Triton on GPU, a pure-torch reference elsewhere: the same values everywhere, at any thread count,
+            for any split of a tensor). ``torch``: a ``torch.Generator`` per chunk drawn into a buffer, then added:
+            the noise of runs made before this setting existed (a trajectory log without it replays with it).
+            See :mod:`zolightning.functional.counter_noise`.
         restore: how the weights come back after the forwards: ``snapshot`` (a copy of the active tensors, exact in
             any dtype), ``arithmetic`` (−εz, within 2 ulp in fp32, no copy) or ``auto`` (default: snapshot below fp32
             and for selections that prefer it, such as one block at a time; arithmetic otherwise).
@@ -100,6 +106,7 @@ class ZOConfig:
     weight_decay: float | None = None
     eval_mode: bool = True
     distribution: Distribution = "gaussian"
+    noise: NoiseSource = "counter"
     restore: RestoreMode = "auto"
     max_nonfinite: int = 5
     num_directions: int = 1
@@ -126,6 +133,7 @@ class ZOConfig:
         if self.weight_decay is not None:
             check_non_negative(self.weight_decay, "weight_decay")
         check_distribution(self.distribution)
+        check_noise_source(self.noise, "zo.noise")
         check_choice(self.restore, RestoreMode, "restore")
         check_choice(self.gradient, GradientSource, "gradient")
         check_int_at_least(self.num_directions, 1, "num_directions")

@@ -12,9 +12,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
 
 from tests.callbacks.structure_helpers import LayeredModel, loader
-from tests.conftest import trainer_kwargs
+from tests.conftest import count_noise_passes, trainer_kwargs
 from zolightning.callbacks import BlockRotation, ZODiagnostics
-from zolightning.functional import directions
 
 
 class ValidatedModel(LayeredModel):
@@ -62,25 +61,23 @@ def test_scalars_images_histograms_and_hparams_are_written_and_read_back(tmp_pat
 
 
 class CountWork(Callback):
-    """Per step: objective evaluations (forwards) and noise draws (dense directions)."""
+    """Per step: objective evaluations (forwards) and noise passes of dense directions (drawn into a buffer, or
+    generated inside a fused move or update)."""
 
     def __init__(self, monkeypatch) -> None:
         self.counts = {"forwards": 0, "noise": 0}
         self.per_step: list[dict[str, int]] = []
-        original = directions.fill_noise_
-
-        def counted(*args, **kwargs):
-            self.counts["noise"] += 1
-            return original(*args, **kwargs)
-
-        monkeypatch.setattr(directions, "fill_noise_", counted)
+        self.passes = count_noise_passes(monkeypatch)
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
         pl_module.counts = self.counts
+        self.counts["noise"] = len(self.passes)
         self.start = dict(self.counts)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.counts["noise"] = len(self.passes)
         self.per_step.append({k: self.counts[k] - self.start[k] for k in self.counts})
+
 
 
 class CountingModel(LayeredModel):

@@ -90,7 +90,7 @@ def test_a_custom_direction_without_a_known_subspace_reports_everything_but_the_
     from zolightning.structures.base import DirectionRule
 
     class Shifted(TensorDirection):  # a user's direction class that does not say which subspace it spans
-        def sample(self, param, seed):
+        def sample(self, param, seed, noise="torch"):
             return DenseDirection().sample(param, seed) + 1.0
 
     class ShiftedDirections(DirectionRule):

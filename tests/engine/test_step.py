@@ -6,6 +6,8 @@ import copy
 import pytest
 import torch
 
+from tests.conftest import count_noise_passes
+
 from tests.estimators.helpers import assert_restored, batch, fails_at, small_mlp
 from zolightning.config import ZOConfig
 from zolightning.engine import StepEngine
@@ -111,11 +113,7 @@ def test_accumulated_micro_batches_equal_one_larger_batch():
 
 def test_a_dense_step_draws_noise_three_times_not_four(monkeypatch):
     """Restore and update share one draw: +εz, −2εz, then (restore + update) per tensor."""
-    import zolightning.functional.directions as directions
-
-    drawn = []
-    original = directions.fill_noise_
-    monkeypatch.setattr(directions, "fill_noise_", lambda out, *a, **k: drawn.append(out.numel()) or original(out, *a, **k))
+    drawn = count_noise_passes(monkeypatch)
     layer = torch.nn.Linear(7, 5)
     optimizer = ZOSGD(layer.parameters(), lr=0.1)
     engine_of(optimizer, restore="arithmetic")

@@ -15,7 +15,7 @@ from zolightning.optim import OPTIMIZERS, ZOSGD, ZOAdam, create_optimizer
 from zolightning.structures import BlockSelection
 
 # Learning rates per problem, found once by a sweep; every other setting is the registry's default.
-QUADRATIC_LR = {"zo-sgd": 0.02, "zo-sgd-mmt": 0.005, "zo-sgd-sign": 0.01, "zo-sgd-cons": 0.02, "zo-adam": 0.02,
+QUADRATIC_LR = {"zo-sgd": 0.02, "zo-sgd-mmt": 0.003, "zo-sgd-sign": 0.01, "zo-sgd-cons": 0.02, "zo-adam": 0.02,
                 "hizoo": 0.02}
 TRANSFORMER_LR = {"zo-sgd": 0.025, "zo-sgd-mmt": 0.004, "zo-sgd-sign": 0.006, "zo-sgd-cons": 0.05, "zo-adam": 0.005,
                   "hizoo": 0.025}

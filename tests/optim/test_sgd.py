@@ -122,3 +122,52 @@ def test_zo_seed_is_the_only_seed_of_the_step():
     optimizer.use_engine(StepEngine(ZOConfig(seed=2)))
     optimizer.step(lambda: layer.weight.sum(), step=5)
     assert optimizer.last_estimate.seed == step_seed(2, 5)
+
+
+def test_with_counter_noise_the_update_draws_no_z_and_folds_the_restore_in(monkeypatch):
+    """One pass per tensor: the update regenerates z inside the pass that also undoes the last perturbation, so no
+    z is drawn into a buffer after the forwards, and θ lands where θ₀ − lr·(g·z + λθ₀) says."""
+    from zolightning.functional.directions import DenseDirection
+
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(6, 5)
+    x = torch.randn(16, 6)
+    optimizer = ZOSGD(layer.named_parameters(), lr=0.05, eps=1e-3, weight_decay=0.1)
+    assert optimizer.engine.config.noise == "counter"
+    before = [p.detach().clone() for p in layer.parameters()]
+    drawn = []
+    real_sample = DenseDirection.sample
+    monkeypatch.setattr(DenseDirection, "sample", lambda self, *a, **k: drawn.append(1) or real_sample(self, *a, **k))
+    optimizer.step(lambda: layer(x).pow(2).mean(), step=7)
+    assert drawn == []  # the moves and the update generated z in registers
+    monkeypatch.undo()
+    g = optimizer.last_estimate.projected_gradient(1e-3)
+    for entry, b in zip(optimizer.engine.plan(7), before):
+        decay = 0.1 if entry.param.dim() > 1 else 0.0
+        expected = b * (1 - 0.05 * decay) - 0.05 * g * entry.direction_at(optimizer.last_estimate.seed)
+        torch.testing.assert_close(entry.param.detach(), expected, rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("noise", ["counter", "torch"])
+def test_zo_noise_chooses_the_numbers_of_z(noise):
+    from zolightning.functional.counter_noise import counter_noise
+    from zolightning.functional.noise import fill_noise_, tensor_seed
+
+    layer = torch.nn.Linear(3, 4, bias=False)
+    before = layer.weight.detach().clone()
+    optimizer = ZOSGD(layer.named_parameters(), lr=0.1, eps=1e-3)
+    optimizer.use_engine(StepEngine(ZOConfig(noise=noise)))
+    optimizer.step(lambda: layer.weight.square().sum(), step=3)
+    (entry,) = optimizer.engine.plan(3)
+    seed = tensor_seed(optimizer.last_estimate.seed, entry.key)
+    if noise == "counter":
+        z = counter_noise(seed, 0, 0, 12).view(4, 3)
+    else:
+        z = fill_noise_(torch.empty(4, 3), seed)
+    g = optimizer.last_estimate.projected_gradient(1e-3)
+    torch.testing.assert_close(layer.weight.detach(), before - 0.1 * g * z, rtol=0, atol=1e-6)
+
+
+def test_zo_noise_is_checked_by_name():
+    with pytest.raises(ValueError, match="zo.noise"):
+        ZOConfig(noise="philox")  # type: ignore[arg-type]

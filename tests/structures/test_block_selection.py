@@ -3,17 +3,15 @@
 import pytest
 import torch
 
+from tests.conftest import count_noise_passes
+
 from tests.structures.test_base import STACK_BLOCKS, stack, structured
 from zolightning.optim import ZOSGD
 from zolightning.structures import BlockSelection
 
 
 def test_inactive_tensors_are_bitwise_unchanged_and_get_no_noise(monkeypatch):
-    import zolightning.functional.directions as directions
-
-    drawn = []
-    original = directions.fill_noise_
-    monkeypatch.setattr(directions, "fill_noise_", lambda out, *a, **k: drawn.append(out.numel()) or original(out, *a, **k))
+    drawn = count_noise_passes(monkeypatch)
     model = stack()
     optimizer = ZOSGD(model.named_parameters(), lr=0.05)
     engine = structured(optimizer, BlockSelection(blocks=STACK_BLOCKS), model, restore="snapshot")

@@ -36,6 +36,10 @@ CASES = {
     "one-sided-eps-schedule": ("dense", None, {"estimator": "one-sided", "eps_schedule": "cosine"}, None),
     "fzoo": ("dense", None, {"estimator": "fzoo", "num_directions": 2}, None),
     "forward-gradient": ("bcd", None, {"estimator": "forward-gradient"}, None),
+    # zo.noise: torch, the noise of runs made before counter noise (every case above runs on counter noise).
+    "torch-noise-dense": ("dense", None, {"noise": "torch"}, None),
+    "torch-noise-bcd-bf16": ("bcd", None, {"noise": "torch"}, "bf16-true"),
+    "torch-noise-momentum": ("sparse", "zo-sgd-mmt", {"noise": "torch"}, None),
 }
 
 
@@ -111,3 +115,23 @@ def test_a_step_that_plans_otherwise_than_logged_is_refused_naming_it(tmp_path):
     with pytest.raises(TrajectoryError, match=r"Step 2 does not replay as logged: the plan"):
         replay(make_module(), forged)
 
+
+
+@pytest.mark.parametrize("noise", ["counter", "torch"])
+def test_the_header_records_the_noise_and_a_log_from_before_it_replays_with_torch_noise(tmp_path, noise):
+    trained, log, _ = train_logged(tmp_path, 3, noise=noise)
+    trajectory = read_trajectory(log)
+    assert trajectory.header["zo"]["noise"] == noise
+    header = {**trajectory.header, "zo": {k: v for k, v in trajectory.header["zo"].items() if k != "noise"}}
+    older = tmp_path / "older.zot"  # as written before `zo.noise` existed: the same records after another header
+    original = log.read_bytes()
+    preamble = encode_preamble(trajectory.header)
+    assert original.startswith(preamble)
+    older.write_bytes(encode_preamble(header) + original[len(preamble):])
+    base = make_module(noise=noise)
+    if noise == "torch":
+        assert replay(base, older).verified == [3]
+        assert same_weights(base, trained)
+    else:  # counter-noise numbers replayed along torch noise: the log's fingerprint of the final weights catches it
+        with pytest.raises(TrajectoryError, match="differ from the run's"):
+            replay(base, older)

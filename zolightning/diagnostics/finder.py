@@ -39,6 +39,7 @@ import torch
 
 from zolightning.engine.probe import Probe
 from zolightning.engine.step import StepEngine
+from zolightning.functional.precision_eps import compute_dtype, half_precision_eps
 from zolightning.functional.estimate import LossFn, evaluate_loss
 from zolightning.functional.noise import mix_seed
 from zolightning.functional.perturbation import PerturbationPlan, move_, restore_, snapshot
@@ -103,7 +104,8 @@ def find_lr_and_eps(
         trials: batches × directions averaged (default 4); each costs 2 + about 17 forwards for the lr and, when ε is
             searched, 2 per ε (9 by default) on the first two trials.
         lr_range: lrs tried: one per decade, then four per decade around the best (default 1e-8 … 1).
-        eps_range: ε tried, two per decade (default 1e-5 … 1e-1); ``None`` keeps the optimizer's ε.
+        eps_range: ε tried, two per decade (default 1e-5 … 1e-1), from the floor of a half-precision forward
+            (bf16 2⁻⁹, fp16 2⁻¹²) where one runs; ``None`` keeps the optimizer's ε.
         tolerance: relative disagreement of p̂ between neighbouring ε that still counts as stable (default 0.1).
     """
     if engine.target is None:
@@ -115,7 +117,11 @@ def find_lr_and_eps(
     seeds = [mix_seed(engine.config.seed, _FINDER_STREAM, t) for t in range(trials)]
     eps, eps_range_found, eps_curve = current_eps, None, []
     if eps_range is not None:
-        eps_curve, eps_range_found = _eps_test(plans[:2], seeds, objective_for, log_grid(*eps_range, 2), tolerance)
+        # The engine raises a half-precision forward's ε to its floor (`functional/precision_eps.py`): below it, a
+        # p̂ is rounding residue, and two such residues can agree by chance.
+        floor = max(half_precision_eps(0.0, compute_dtype(e.param.dtype, e.param.device.type)) for e in plans[0])
+        grid = [e for e in log_grid(*eps_range, 2) if e >= floor]
+        eps_curve, eps_range_found = _eps_test(plans[:2], seeds, objective_for, grid, tolerance)
         if eps_range_found is not None and current_eps < eps_range_found[0]:
             eps = eps_range_found[0]
     scale = eps / current_eps

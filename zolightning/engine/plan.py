@@ -13,6 +13,7 @@ from typing import Any
 
 from zolightning.engine.measurement import UpdateTarget
 from zolightning.functional.hessian import PreconditionedDirection
+from zolightning.functional.noise import NoiseSource
 from zolightning.functional.lr_scaling import BY_BLOCK_SIZE, block_size_scale, regex_scale
 from zolightning.functional.perturbation import ActiveTensor, PerturbationPlan
 from zolightning.functional.precision_eps import compute_dtype, half_precision_eps
@@ -36,7 +37,7 @@ def trainable_of(target: UpdateTarget, names: Mapping[int, str] | None) -> list[
 
 def plan_step(
     structure: PerturbationStructure, target: UpdateTarget, names: Mapping[int, str] | None, step: int,
-    lr_scales: Mapping[str, float], scale_cache: MutableMapping[str, float],
+    lr_scales: Mapping[str, float], scale_cache: MutableMapping[str, float], noise: NoiseSource = "counter",
 ) -> PerturbationPlan:
     """The plan of step ``step``.
 
@@ -46,6 +47,7 @@ def plan_step(
         names: ``id(param) → name`` (``None``: the groups' own names).
         lr_scales: ``zo.lr_scales`` (regexes and the ``by_block_size`` rule).
         scale_cache: name → regex multiplier, kept by the caller across steps (the names come back every step).
+        noise: where every tensor's z comes from (``zo.noise``).
     """
     tensors = trainable_of(target, names)
     if not tensors:
@@ -53,7 +55,7 @@ def plan_step(
             "The optimizer has no trainable parameters (requires_grad=True), so ZO training has nothing to "
             "perturb. Unfreeze what should be trained, e.g. `module.requires_grad_(True)` or the head's parameters."
         )
-    plan = [_half_precision_floor(entry) for entry in structure.plan(tensors, step)]
+    plan = [replace(_half_precision_floor(entry), noise=noise) for entry in structure.plan(tensors, step)]
     if lr_scales:
         block = 1.0
         if BY_BLOCK_SIZE in lr_scales:

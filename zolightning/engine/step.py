@@ -154,7 +154,9 @@ class StepEngine:
         ``zo.eps_schedule`` is not constant (as an LR scheduler writes lr)."""
         target = self._target()
         self.eps_schedule.set(target.optimizer.param_groups, target.eps_key, step, self.total_steps)
-        return plan_step(self.structure, target, self.names, step, self.config.lr_scales, self._lr_scales)
+        return plan_step(
+            self.structure, target, self.names, step, self.config.lr_scales, self._lr_scales, self.config.noise
+        )
 
     # ------------------------------------------------------------------------------------------------ measure
 

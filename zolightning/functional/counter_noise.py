@@ -44,6 +44,8 @@ from __future__ import annotations
 import importlib
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import ModuleType
 
 import torch
@@ -152,9 +154,13 @@ def counter_noise(
     ``counter_noise(seed, key, 0, n)`` is the whole direction of an n-element tensor and any slice of it equals
     ``counter_noise(seed, key, start, length)``, bitwise, on every device and backend (Triton within 2 ulp).
 
+    The engine's z of a tensor named ``name`` at step seed ``s`` (``zo.noise: counter``) is
+    ``counter_noise(tensor_seed(s, stable_key(name)), 0, 0, numel)`` reshaped to the tensor's shape (a shard of it: the
+    same call from the shard's first index), and a masked direction's values are the first ``mask.sum()`` elements.
+
     Args:
-        seed: the step's seed, in [0, 2⁶⁴) (:func:`~zolightning.functional.noise.step_seed`).
-        key: the tensor's key, in [0, 2⁶³) (:func:`~zolightning.functional.noise.stable_key` of its name).
+        seed: the stream's seed, in [0, 2⁶⁴): the engine's is :func:`~zolightning.functional.noise.tensor_seed`.
+        key: a second index of independent streams under one seed, in [0, 2⁶³); 0 in the engine's directions.
         offset: the index of the first element.
         numel: how many elements.
         distribution: ``gaussian`` (N(0, 1)) or ``rademacher`` (±1 with equal probability).
@@ -162,21 +168,40 @@ def counter_noise(
         dtype: the values are computed in float32 and cast to this dtype (rounded to nearest).
         backend: ``auto`` (numba on CPU, Triton on CUDA, else the torch reference), or one of them by name.
     """
-    check_distribution(distribution)
-    _check_offset(offset, numel)
     if numel < 0:
         raise ValueError(f"`numel` must be non-negative, got {numel}.")
-    words = philox_words(seed, key)
-    device = torch.device(device)
-    chosen = _backend_for(device, torch.float32, backend)
-    if chosen == "torch" or numel == 0:
-        out = reference_values(words, offset, numel, distribution, device)
-    else:
-        out = torch.empty(numel, dtype=torch.float32, device=device)
-        kernels = numba_kernels() if chosen == "numba" else triton_kernels()
-        assert kernels is not None
-        kernels.fused_(out, words, None, offset, distribution, 0, 0.0, 1.0, 0.0, "nearest")
+    out = torch.empty(numel, dtype=torch.float32, device=torch.device(device))
+    fill_counter_noise_(out, seed, key, offset, distribution=distribution, backend=backend)
     return out if dtype == torch.float32 else out.to(dtype)
+
+
+def fill_counter_noise_(
+    out: Tensor,
+    seed: int,
+    key: int,
+    offset: int = 0,
+    *,
+    distribution: Distribution = "gaussian",
+    backend: Backend = "auto",
+) -> Tensor:
+    """Write ``counter_noise(seed, key, offset, out.numel(), distribution)`` into ``out`` in place (any shape, in its
+    row-major order; computed in float32 and rounded to nearest into ``out``'s dtype). Returns ``out``."""
+    check_distribution(distribution)
+    _check_offset(offset, out.numel())
+    words = philox_words(seed, key)
+    chosen = _backend_for(out.device, torch.float32, backend)
+    direct = out.dtype == torch.float32 and out.is_contiguous()
+    work = out if direct else torch.empty(out.shape, dtype=torch.float32, device=out.device)
+    with torch.no_grad():
+        if chosen == "torch" or work.numel() == 0:
+            work.view(-1).copy_(reference_values(words, offset, work.numel(), distribution, work.device))
+        else:
+            kernels = numba_kernels() if chosen == "numba" else triton_kernels()
+            assert kernels is not None
+            kernels.fused_(work.view(-1), words, None, offset, distribution, 0, 0.0, 1.0, 0.0, "nearest")
+        if not direct:
+            out.copy_(work)
+    return out
 
 
 def _run_fused(
@@ -269,6 +294,21 @@ def counter_sgd_update_(
     alpha = -lr * projected_gradient
     return _run_fused(param, seed, key, offset, distribution, 2, restore, decay, alpha, rounding, rounding_seed,
                       backend)
+
+
+@contextmanager
+def kernel_threads(threads: int) -> Iterator[None]:
+    """Run the CPU kernels called from this thread inside the block on at most ``threads`` threads (the engine's noise
+    workers lend their count). The values do not depend on it, only how fast they come."""
+    kernels = numba_kernels()
+    if kernels is None:
+        yield
+        return
+    previous = kernels.limit_threads(threads)
+    try:
+        yield
+    finally:
+        kernels.limit_threads(previous)
 
 
 def available_backends() -> dict[str, bool]:

@@ -14,7 +14,11 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from zolightning.functional.noise import Distribution, check_distribution, fill_noise_
+from zolightning.functional.counter_noise import Rounding, add_counter_noise_, counter_sgd_update_
+from zolightning.functional.noise import Distribution, NoiseSource, check_distribution, fill_noise_
+
+# The dtypes the fused counter kernels move in place (float64 weights are moved through a drawn z).
+_FUSED_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
 class TensorDirection(ABC):
@@ -28,8 +32,19 @@ class TensorDirection(ABC):
     coordinate_subspace: ClassVar[bool] = False
 
     @abstractmethod
-    def sample(self, param: Tensor, seed: int) -> Tensor:
-        """z with ``param.shape`` on ``param.device``, dtype fp32 (callers cast to the parameter's dtype)."""
+    def sample(self, param: Tensor, seed: int, noise: NoiseSource = "torch") -> Tensor:
+        """z with ``param.shape`` on ``param.device``, dtype fp32 (callers cast to the parameter's dtype), its random
+        numbers from ``noise`` (:data:`~zolightning.functional.noise.NoiseSource`)."""
+
+    def fuses(self, param: Tensor, noise: NoiseSource) -> bool:
+        """Whether :meth:`add_to_` moves ``param`` in one pass, z generated in registers, never drawn into a buffer
+        (only dense counter noise does; the fused update of ZO-SGD asks the same question)."""
+        return False
+
+    def add_to_(self, param: Tensor, seed: int, alpha: float, noise: NoiseSource = "torch") -> None:
+        """θ ← θ + alpha·z in place, z = :meth:`sample` of ``seed``: fused where :meth:`fuses` (rounded once into θ's
+        dtype, to nearest), else ``param.add_(z.to(param.dtype), alpha=alpha)``."""
+        param.add_(self.sample(param, seed, noise).to(param.dtype), alpha=alpha)
 
     def subspace_energy(self, gradient: Tensor) -> Tensor | None:
         """‖P·g‖²: the squared norm of ``gradient`` (the parameter's shape) projected onto the subspace the directions
@@ -48,8 +63,29 @@ class DenseDirection(TensorDirection):
         check_distribution(distribution)
         self.distribution: Distribution = distribution
 
-    def sample(self, param: Tensor, seed: int) -> Tensor:
-        return fill_noise_(param.new_empty(param.shape, dtype=torch.float32), seed, self.distribution)
+    def sample(self, param: Tensor, seed: int, noise: NoiseSource = "torch") -> Tensor:
+        return fill_noise_(param.new_empty(param.shape, dtype=torch.float32), seed, self.distribution, noise)
+
+    def fuses(self, param: Tensor, noise: NoiseSource) -> bool:
+        return noise == "counter" and param.dtype in _FUSED_DTYPES
+
+    def add_to_(self, param: Tensor, seed: int, alpha: float, noise: NoiseSource = "torch") -> None:
+        if self.fuses(param, noise):
+            add_counter_noise_(param, alpha, seed, 0, distribution=self.distribution)
+        else:
+            super().add_to_(param, seed, alpha, noise)
+
+    def sgd_update_(
+        self, param: Tensor, seed: int, projected_gradient: float, *, lr: float, weight_decay: float,
+        restore: float, rounding: Rounding, rounding_seed: int,
+    ) -> None:
+        """ZO-SGD's update fused with the restore, in one pass where :meth:`fuses` (counter noise):
+        θ ← (θ + restore·z)·(1 − lr·λ) − lr·g·z, rounded once into θ's dtype by ``rounding`` (stochastic rounding's
+        uniforms from ``rounding_seed``). See :func:`~zolightning.functional.counter_noise.counter_sgd_update_`."""
+        counter_sgd_update_(
+            param, seed, 0, projected_gradient, lr=lr, weight_decay=weight_decay, restore=restore,
+            distribution=self.distribution, rounding=rounding, rounding_seed=rounding_seed,
+        )
 
     def subspace_energy(self, gradient: Tensor) -> Tensor:
         return gradient.float().square().sum()

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from zolightning.functional.directions import TensorDirection
+from zolightning.functional.noise import NoiseSource
 
 
 class PreconditionedDirection(TensorDirection):
@@ -28,8 +29,8 @@ class PreconditionedDirection(TensorDirection):
         self.base = base
         self.hessian = hessian
 
-    def sample(self, param: Tensor, seed: int) -> Tensor:
-        return self.base.sample(param, seed).mul_(self.hessian.rsqrt())
+    def sample(self, param: Tensor, seed: int, noise: NoiseSource = "torch") -> Tensor:
+        return self.base.sample(param, seed, noise).mul_(self.hessian.rsqrt())
 
     def subspace_energy(self, gradient: Tensor) -> Tensor | None:
         # A positive diagonal maps a coordinate subspace (all entries, a mask's support) onto itself; it turns any

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from zolightning.functional.directions import TensorDirection
-from zolightning.functional.noise import sample_noise
+from zolightning.functional.noise import NoiseSource, sample_noise
 from zolightning.functional.checks import check_choice, choices_of
 
 LowRankMode = Literal["lozo", "subzero"]
@@ -61,15 +61,15 @@ class LowRankDirection(TensorDirection):
         self.factors = factors
         self.rank = factors[-1].shape[1]
 
-    def sample(self, param: Tensor, seed: int) -> Tensor:
+    def sample(self, param: Tensor, seed: int, noise: NoiseSource = "torch") -> Tensor:
         rows, cols = matrix_shape(param)
         if self.mode == "lozo":
             (right,) = self.factors
-            left = sample_noise((rows, self.rank), seed, device=param.device)
+            left = sample_noise((rows, self.rank), seed, device=param.device, noise=noise)
             z = (left @ right.T).div_(math.sqrt(self.rank))
         else:
             left, right = self.factors
-            core = sample_noise((self.rank, self.rank), seed, device=param.device)
+            core = sample_noise((self.rank, self.rank), seed, device=param.device, noise=noise)
             z = (left @ core @ right.T).mul_(math.sqrt(rows * cols) / self.rank)
         return z.reshape(param.shape)
 

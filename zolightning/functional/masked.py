@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from zolightning.functional.directions import TensorDirection
-from zolightning.functional.noise import Distribution, check_distribution, fill_noise_, make_generator
+from zolightning.functional.noise import Distribution, NoiseSource, check_distribution, fill_noise_, make_generator
 from zolightning.functional.checks import check_choice, check_int_at_least
 
 Criterion = Literal["small-magnitude", "large-magnitude", "random"]
@@ -37,10 +37,10 @@ class MaskedDirection(TensorDirection):
         self.active = int(mask.sum())
         self.distribution: Distribution = distribution
 
-    def sample(self, param: Tensor, seed: int) -> Tensor:
+    def sample(self, param: Tensor, seed: int, noise: NoiseSource = "torch") -> Tensor:
         if self.mask.shape != param.shape:
             raise ValueError(f"mask shape {tuple(self.mask.shape)} does not match parameter {tuple(param.shape)}.")
-        values = fill_noise_(param.new_empty(self.active, dtype=torch.float32), seed, self.distribution)
+        values = fill_noise_(param.new_empty(self.active, dtype=torch.float32), seed, self.distribution, noise)
         return param.new_zeros(param.shape, dtype=torch.float32).masked_scatter_(self.mask, values)
 
     def subspace_energy(self, gradient: Tensor) -> Tensor:

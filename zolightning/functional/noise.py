@@ -19,8 +19,13 @@ import torch
 from torch import Tensor
 
 from zolightning.functional.checks import check_choice
+from zolightning.functional.counter_noise import counter_noise, fill_counter_noise_  # noqa: F401  (the public name)
 
 Distribution = Literal["gaussian", "rademacher"]
+NoiseSource = Literal["counter", "torch"]
+"""Where z's numbers come from (``zo.noise``). ``counter``: counter-based Philox noise, element i a pure function of
+(seed, i) (:mod:`zolightning.functional.counter_noise`), generated inside the fused in-place moves. ``torch``: a
+``torch.Generator`` per chunk of :data:`NOISE_CHUNK` elements, as in zolightning 0.x runs."""
 
 _MASK_64 = (1 << 64) - 1
 _MASK_63 = (1 << 63) - 1  # torch.Generator.manual_seed takes values below 2**64; 63 bits keep them positive everywhere
@@ -92,16 +97,25 @@ def chunks_drawn_on(executor: Executor | None) -> Iterator[None]:
         _CHUNK_EXECUTOR.reset(token)
 
 
-def fill_noise_(out: Tensor, seed: int, distribution: Distribution = "gaussian") -> Tensor:
+def fill_noise_(
+    out: Tensor, seed: int, distribution: Distribution = "gaussian", noise: NoiseSource = "torch"
+) -> Tensor:
     """Fill ``out`` in place with i.i.d. noise from the stream ``seed``.
 
     ``gaussian``: N(0, 1). ``rademacher``: ±1 with equal probability (same variance, cheaper to draw).
+
+    ``noise="counter"``: element i (in ``out``'s row-major order) is element i of
+    ``counter_noise(seed, 0, 0, out.numel(), distribution)``, computed in float32 and cast to ``out``'s dtype; no
+    thread count, chunking or device changes a value. The rest of this docstring is about ``noise="torch"``:
 
     A tensor of up to :data:`NOISE_CHUNK` elements is one stream. A larger one is split, in memory order, into chunks of
     that size, chunk k drawn from the stream ``mix_seed(seed, k)``; on the CPU the chunks are drawn on the executor of
     the enclosing :func:`chunks_drawn_on` block (the engine's noise workers), and the values do not depend on it.
     """
     check_distribution(distribution)
+    check_noise_source(noise)
+    if noise == "counter":
+        return fill_counter_noise_(out, seed, 0, distribution=distribution)
     flat = out.view(-1) if out.is_contiguous() else None
     if flat is None or flat.numel() <= NOISE_CHUNK:
         return _fill(out, seed, distribution)
@@ -130,12 +144,13 @@ def sample_noise(
     *,
     device: torch.device | str = "cpu",
     distribution: Distribution = "gaussian",
+    noise: NoiseSource = "torch",
 ) -> Tensor:
-    """A new fp32 tensor of ``shape`` filled by :func:`fill_noise_`.
+    """A new fp32 tensor of ``shape`` filled by :func:`fill_noise_` (``noise``: its source).
 
     Noise is always drawn in fp32 so that the same seed gives the same direction whatever the parameters' dtype.
     """
-    return fill_noise_(torch.empty(shape, device=device, dtype=torch.float32), seed, distribution)
+    return fill_noise_(torch.empty(shape, device=device, dtype=torch.float32), seed, distribution, noise)
 
 
 def check_distribution(distribution: str, argument: str = "distribution") -> None:
@@ -143,5 +158,6 @@ def check_distribution(distribution: str, argument: str = "distribution") -> Non
     check_choice(distribution, Distribution, argument)
 
 
-# Counter-based noise (issue 24): z[i] a pure function of (seed, key, i); see zolightning.functional.counter_noise.
-from zolightning.functional.counter_noise import counter_noise  # noqa: E402,F401
+def check_noise_source(noise: str, argument: str = "noise") -> None:
+    """Raise a ``ValueError`` naming ``argument`` unless ``noise`` is ``counter`` or ``torch``."""
+    check_choice(noise, NoiseSource, argument)

@@ -407,6 +407,14 @@ _parallel_lock = threading.Lock()  # numba's workqueue threading layer must not 
 _FORMATS = {torch.bfloat16: 1, torch.float16: 2}
 
 
+def limit_threads(threads: int) -> int:
+    """Let the parallel kernels called from this thread use at most ``threads`` threads (numba's setting is
+    thread-local); returns the previous count, for the caller to restore. Values never depend on it."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
+    return previous
+
+
 def fused_(
     param: torch.Tensor,
     words: tuple[int, int, int, int],

@@ -14,7 +14,7 @@ import torch
 from torch import Tensor
 
 from zolightning.functional.directions import TensorDirection
-from zolightning.functional.noise import tensor_seed
+from zolightning.functional.noise import NoiseSource, tensor_seed
 
 
 @dataclass(frozen=True, eq=False)
@@ -28,6 +28,8 @@ class ActiveTensor:
         direction: how z is formed on this tensor.
         eps: perturbation scale ε for this tensor (units of the parameter).
         lr_scale: multiplier on the learning rate for this tensor's update (1.0 by default).
+        noise: where z's random numbers come from (``zo.noise``, set by the engine's plan; ``counter`` by default, as
+            ``zo.noise``).
     """
 
     name: str
@@ -36,10 +38,26 @@ class ActiveTensor:
     direction: TensorDirection
     eps: float
     lr_scale: float = 1.0
+    noise: NoiseSource = "counter"
 
     def direction_at(self, seed: int) -> Tensor:
         """z of this tensor for the step seed ``seed`` (fp32, the parameter's shape)."""
-        return self.direction.sample(self.param, tensor_seed(seed, self.key))
+        return self.direction.sample(self.param, tensor_seed(seed, self.key), self.noise)
+
+    @property
+    def fused(self) -> bool:
+        """Whether moves along this tensor's z are fused passes that never draw z into a buffer (dense counter
+        noise): every move of it must then go through :meth:`add_along_`, so that a move and its undo round alike."""
+        return self.direction.fuses(self.param, self.noise)
+
+    def add_along_(self, seed: int, coefficient: float, z: Tensor | None = None) -> None:
+        """θ ← θ + coefficient·z in place, z this tensor's direction for the step seed ``seed``: one fused pass where
+        :attr:`fused` (``z`` is then not read), else ``z`` if given (it must be :meth:`direction_at` of ``seed``)
+        or a freshly drawn one."""
+        if z is None or self.fused:
+            self.direction.add_to_(self.param, tensor_seed(seed, self.key), coefficient, self.noise)
+        else:
+            self.param.add_(z.to(self.param.dtype), alpha=coefficient)
 
 
 PerturbationPlan = Sequence[ActiveTensor]
@@ -76,8 +94,8 @@ def move_(plan: PerturbationPlan, seed: int, coefficients: Sequence[float]) -> N
     The autocast cache is cleared afterwards: autocast keys its cached low-precision copies of weights by tensor,
     not by version, so without this the next forward could run on the weights as they were before the move.
     """
-    for (entry, z), coefficient in zip(iter_directions(plan, seed), coefficients, strict=True):
-        entry.param.add_(z.to(entry.param.dtype), alpha=coefficient)
+    for entry, coefficient in zip(plan, coefficients, strict=True):
+        entry.add_along_(seed, coefficient)
     torch.clear_autocast_cache()
 
 

@@ -13,7 +13,7 @@ held.
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -28,7 +28,7 @@ from zolightning.engine.step import REENTRANT_STEP, StepEngine
 from zolightning.functional.checks import check_non_negative, check_positive
 from zolightning.functional.estimate import DirectionalEstimate
 from zolightning.functional.noise import mix_seed, tensor_seed
-from zolightning.functional.perturbation import ActiveTensor, iter_directions
+from zolightning.functional.perturbation import ActiveTensor
 from zolightning.functional.rounding import FULL_PRECISION, check_low_precision_update, round_stochastic_
 from zolightning.optim.settlement import Settlement
 
@@ -184,24 +184,35 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
         identity by default; ZO-SGD-Sign takes its sign."""
         return projected_gradient
 
-    def directions(self, measurement: Measurement) -> Iterator[tuple[ActiveTensor, Tensor, float]]:
+    def projected_gradient(
+        self, entry: ActiveTensor, estimate: DirectionalEstimate, measurement: Measurement, group: Mapping[str, Any]
+    ) -> float:
+        """The projected gradient an update of ``entry`` moves by along ``estimate``'s z: the estimate's, for the
+        tensor's ε, clipped as the measurement says, then :meth:`transform_projected_gradient`."""
+        return self.transform_projected_gradient(estimate.projected_gradient(entry.eps, measurement.clip), group)
+
+    def directions(
+        self, measurement: Measurement, skip: Collection[int] = ()
+    ) -> Iterator[tuple[ActiveTensor, Tensor, float]]:
         """Each planned tensor with a direction and its projected gradient, for :meth:`_update` to move along.
 
         One direction: ``(entry, z, g)`` with g = the estimate's projected gradient (clipped, then
         :meth:`transform_projected_gradient`); the tensor is first brought back to θ with the same z where the
         measurement left it displaced. Several directions: ``(entry, (1/q)·Σₖ gₖ·zₖ, 1.0)``, the averaged estimate,
-        built one tensor at a time.
+        built one tensor at a time. ``skip``: plan indices an update has already moved itself (one direction only).
         """
-        estimates, clip = measurement.estimates, measurement.clip
+        estimates = measurement.estimates
         groups = self.group_of()
 
         def gradient(entry: ActiveTensor, estimate: DirectionalEstimate) -> float:
-            g = estimate.projected_gradient(entry.eps, clip)
-            return self.transform_projected_gradient(g, groups[id(entry.param)])
+            return self.projected_gradient(entry, estimate, measurement, groups[id(entry.param)])
 
         if len(estimates) == 1:
             (estimate,) = estimates
-            for index, (entry, z) in enumerate(iter_directions(measurement.plan, estimate.seed)):
+            for index, entry in enumerate(measurement.plan):
+                if index in skip:
+                    continue
+                z = entry.direction_at(estimate.seed)
                 if self._settling is not None:
                     self._settling.settle(index, z, estimate.seed)
                 yield entry, z, gradient(entry, estimate)

@@ -34,9 +34,22 @@ class Settlement:
         is not displaced along ``seed``, or already back."""
         if self.displaced is None or seed != self.displaced.seed or index not in self.pending:
             return
-        entry = self.plan[index]
         with torch.no_grad():
-            entry.param.add_(z.to(entry.param.dtype), alpha=-self.displaced.coefficients[index])
+            # A fused tensor regenerates z in the pass (as its moves did), so the undo rounds as the move did.
+            self.plan[index].add_along_(seed, -self.displaced.coefficients[index], z)
+        self.pending.discard(index)
+
+    def owed(self, index: int, seed: int) -> float:
+        """The coefficient, in units of z, that brings tensor ``index`` back to θ along ``seed`` (0.0 if it is not
+        displaced along ``seed``, or already back), for an update that folds the restore into its own pass
+        (:func:`~zolightning.functional.counter_noise.counter_sgd_update_`'s ``restore``); that update calls
+        :meth:`paid` once its pass has run, so that a pass that raised leaves the tensor to :meth:`finish`."""
+        if self.displaced is None or seed != self.displaced.seed or index not in self.pending:
+            return 0.0
+        return -self.displaced.coefficients[index]
+
+    def paid(self, index: int) -> None:
+        """Tensor ``index`` is back at θ (its update's pass folded the restore in)."""
         self.pending.discard(index)
 
     def finish(self) -> None:

@@ -7,8 +7,9 @@ from typing import Any
 from torch import Tensor
 
 from zolightning.engine.measurement import Measurement
+from zolightning.functional.noise import tensor_seed
 from zolightning.functional.perturbation import ActiveTensor
-from zolightning.functional.rounding import LowPrecisionUpdate
+from zolightning.functional.rounding import FULL_PRECISION, LowPrecisionUpdate
 from zolightning.functional.sgd import zo_sgd_update_
 from zolightning.optim.optimizer import ParamsT, ZOOptimizer
 
@@ -54,8 +55,39 @@ class ZOSGD(ZOOptimizer):
 
     def _update(self, measurement: Measurement) -> None:
         groups = self.group_of()
-        for entry, z, projected_gradient in self.directions(measurement):
+        fused = self._fused_update(measurement, groups)
+        for entry, z, projected_gradient in self.directions(measurement, skip=fused):
             self._sgd_update(entry, z, projected_gradient, groups[id(entry.param)])
+
+    def _fused_update(self, measurement: Measurement, groups: dict[int, dict[str, Any]]) -> set[int]:
+        """Update, in one pass each, the tensors whose z is generated inside the pass (dense counter noise, one
+        direction, no momentum, no fp32 master copy): the restore the measurement left owed, the decay and the step
+        in a single read and write of θ. Returns their plan indices, for :meth:`directions` to skip."""
+        if len(measurement.estimates) != 1:
+            return set()
+        (estimate,) = measurement.estimates
+        done: set[int] = set()
+        for index, entry in enumerate(measurement.plan):
+            group = groups[id(entry.param)]
+            full = entry.param.dtype in FULL_PRECISION
+            if not entry.fused or group["momentum"] > 0 or (not full and group["low_precision"] == "master"):
+                continue
+            settling = self._settling
+            restore = settling.owed(index, estimate.seed) if settling is not None else 0.0
+            entry.direction.sgd_update_(
+                entry.param,
+                tensor_seed(estimate.seed, entry.key),
+                self.projected_gradient(entry, estimate, measurement, group),
+                lr=group["lr"] * entry.lr_scale,
+                weight_decay=group["weight_decay"] if group["decay_1d"] or entry.param.dim() > 1 else 0.0,
+                restore=restore,
+                rounding="nearest" if full or group["low_precision"] == "nearest" else "stochastic",
+                rounding_seed=tensor_seed(self._rounding_seed, entry.key),
+            )
+            if settling is not None:
+                settling.paid(index)
+            done.add(index)
+        return done
 
     def _sgd_update(self, entry: ActiveTensor, z: Tensor, projected_gradient: float, group: dict[str, Any]) -> None:
         """θ ← θ − lr·(g·z + λθ) (or with momentum) for one tensor of the plan."""

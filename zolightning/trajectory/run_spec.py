@@ -178,7 +178,8 @@ def build_step(header: Mapping[str, Any], module: nn.Module) -> tuple[StepEngine
         tensors = [(name, params[name]) if group["named"] else params[name] for name in group["params"]]
         groups.append({**group["settings"], "params": tensors})
     optimizer = import_class(spec["class"])(groups)
-    config = ZOConfig.coerce(header["zo"])
+    # A log written before `zo.noise` existed drew its noise from torch generators.
+    config = ZOConfig.coerce({"noise": "torch", **header["zo"]})
     check_replayable(config, optimizer)
     engine = StepEngine(config, module=module)
     engine.names = {id(p): name for name, p in params.items()}
