@@ -25,6 +25,17 @@ def opt_125m_shaped() -> torch.nn.Module:
     return OPTForCausalLM(OPTConfig()).eval()
 
 
+def opt_1_3b_shaped() -> torch.nn.Module:
+    """OPT-1.3B's architecture (24 layers, hidden 2048, 32 heads, FFN 8192, vocab 50272), random init, fp32: for the
+    GPU checks (about 5.3 GB in fp32)."""
+    from transformers import OPTConfig, OPTForCausalLM
+
+    torch.manual_seed(0)
+    config = OPTConfig(hidden_size=2048, num_hidden_layers=24, ffn_dim=8192, num_attention_heads=32,
+                       word_embed_proj_dim=2048)
+    return OPTForCausalLM(config).eval()
+
+
 def smollm2_135m_shaped() -> torch.nn.Module:
     """SmolLM2-135M's architecture (Llama: 30 layers, hidden 576, 9 heads / 3 KV heads, FFN 1536, vocab 49152, tied
     embeddings, 8192 positions, RMSNorm eps 1e-5, RoPE θ 1e5), random init, fp32: 134.5M parameters."""
@@ -50,6 +61,7 @@ def smollm2_135m_shaped() -> torch.nn.Module:
 MODELS: dict[str, tuple[Callable[[], torch.nn.Module], str]] = {
     "opt-125m": (opt_125m_shaped, "OPT-125m-shaped (random init)"),
     "smollm2-135m": (smollm2_135m_shaped, "SmolLM2-135M-shaped (Llama config, random init)"),
+    "opt-1.3b": (opt_1_3b_shaped, "OPT-1.3B-shaped (random init)"),
 }
 
 

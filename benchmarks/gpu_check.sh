@@ -7,7 +7,9 @@
 #    fp32, with the library's default eps floor;
 # 2. the precision case on CUDA: one ZO-SGD step of MiniLM-L6 + a 2-class head through the Trainer;
 # 3. the Triton counter-noise kernels compiled for the GPU (not the interpreter), against the CPU kernels;
-# 4. the noise pass against copy_ on the GPU (counter noise; bandwidth bound is the goal).
+# 4. the noise pass against copy_ on the GPU (counter noise; bandwidth bound is the goal);
+# 5. ms per step on OPT-1.3B-shaped bf16 (batch 16 x 64): the two-forward floor, the published MeZO procedure, dense
+#    ZO on counter noise (fused Triton passes) and on torch noise, and a MeZO-BCD sweep.
 set -u
 OUT_DIR="${OUT:-benchmarks/results/gpu}"
 mkdir -p "$OUT_DIR"
@@ -22,12 +24,12 @@ run() {  # run NAME SECONDS COMMAND...: each check has its own time bound, and o
 nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT_DIR/device.txt" 2>&1 || true
 cat "$OUT_DIR/device.txt"
 
-run precision_fidelity 150 python -m benchmarks.precision_fidelity --device cuda --seeds 16 --eps 1e-3 \
+run precision_fidelity 120 python -m benchmarks.precision_fidelity --device cuda --seeds 16 --eps 1e-3 \
   --out gpu_precision_fidelity
 sed 's/accelerator="cpu"/accelerator="cuda"/' ../shared/cases/precision_step.py > /tmp/precision_step_cuda.py
-run precision_case 150 python /tmp/precision_step_cuda.py --seeds 6
-run triton_kernels 120 python -m pytest -q -p no:cacheprovider tests/functional/test_triton_noise.py
-run noise_bandwidth 120 python - <<'EOF'
+run precision_case 120 python /tmp/precision_step_cuda.py --seeds 6
+run triton_kernels 90 python -m pytest -q -p no:cacheprovider tests/functional/test_triton_noise.py
+run noise_bandwidth 60 python - <<'EOF'
 import time, torch
 from zolightning.functional.counter_noise import add_counter_noise_
 x = torch.zeros(125_000_000, device="cuda")
@@ -41,3 +43,7 @@ for name, fn in [("copy_", lambda: y.copy_(x)),
         t = time.perf_counter(); fn(); torch.cuda.synchronize(); times.append(time.perf_counter() - t)
     print(f"{name}: median {sorted(times)[5] * 1e3:.2f} ms for 125M fp32")
 EOF
+run step_time_opt_1_3b 200 python -m benchmarks.step_time --model opt-1.3b --device cuda --dtype bf16 --batch 16 \
+  --length 64 --repeats 5 --variants floor,mezo-reference,zo-dense,zo-dense-torch-noise,bcd-layer \
+  --out gpu_step_time_opt-1.3b_bf16
+cp benchmarks/results/gpu_step_time_opt-1.3b_bf16.* "$OUT_DIR"/ 2>/dev/null || true

@@ -35,7 +35,7 @@ import torch
 from benchmarks.common import RESULTS, Contention, machine, source_info
 from zolightning.functional.counter_noise import add_counter_noise_, counter_sgd_update_, numba_kernels
 from zolightning.functional.noise import sample_noise, stable_key, step_seed
-from zolightning.functional.noise_workers import set_noise_workers
+from zolightning.engine.noise_workers import set_noise_workers
 
 VARIANTS = ("copy_", "fused add", "fused update", "torch path")
 

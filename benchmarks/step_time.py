@@ -10,6 +10,11 @@ affects them alike; the report gives medians and ratios. Each step is split into
     python -m benchmarks.step_time --model smollm2-prompt --batch 16 --length 48 --threads 1   # the LLM recipes' step
     python -m benchmarks.step_time --plot-only           # redraw the PNG from an existing JSON
     python -m benchmarks.step_time --threads 1 --variants floor,mezo-reference,zo-dense,bcd-layer,bcd-layer-no-reuse
+    python -m benchmarks.step_time --threads 1 --variants floor,mezo-reference,zo-dense,zo-dense-torch-noise,bcd-layer
+    python -m benchmarks.step_time --model opt-1.3b --device cuda --dtype bf16 --batch 16 --length 64   # a GPU
+
+``zo-*`` and ``bcd-*`` variants run on the default ``zo.noise: counter`` (fused passes); ``*-torch-noise`` on
+``zo.noise: torch`` (a drawn z, then an add: the noise of older runs).
 
 Block variants (``bcd-*``) are timed over whole sweeps of their blocks and reported per step, so the embeddings'
 turn (which cannot reuse a prefix) counts; ``bcd-layer`` reuses the unperturbed prefix (``zo.prefix_reuse``, the
@@ -144,6 +149,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's choice)")
     parser.add_argument("--out", default=None, help="report name (default: step_time[_<model>])")
     parser.add_argument("--plot-only", action="store_true", help="only redraw the PNG from the existing JSON")
+    parser.add_argument("--device", default="cpu", help="where the model runs (default cpu; cuda for a GPU)")
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="the weights' dtype (default fp32)")
     args = parser.parse_args()
     report = args.out or report_name(args.model)
     if args.plot_only:
@@ -156,20 +163,21 @@ def main() -> None:
     if args.model == "smollm2-prompt":
         model, loss_fn = prompt_task_step(args.batch, args.length)
     else:
-        model = build_model(args.model)
-        tokens = token_batch(args.batch, args.length, model.config.vocab_size)
+        model = build_model(args.model).to(args.device, torch.bfloat16 if args.dtype == "bf16" else torch.float32)
+        tokens = token_batch(args.batch, args.length, model.config.vocab_size).to(args.device)
         loss_fn = lm_loss(model, tokens)
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
     counter = {"step": 0}
 
     def zo_step(
-        *rules: StructureRule, distribution: str = "gaussian", prefix_reuse: bool = True, cycle: int = 1
+        *rules: StructureRule, distribution: str = "gaussian", prefix_reuse: bool = True, cycle: int = 1,
+        noise: str = "counter",
     ) -> tuple[Callable[[], float], int]:
         """One variant: its own optimizer and engine (the same step the Trainer runs), with ``rules`` installed; each
         timed call runs ``cycle`` consecutive steps (a whole BCD sweep), reported per step."""
         optimizer = ZOSGD(named, lr=LR, eps=EPS)
-        engine = StepEngine(ZOConfig(distribution=distribution, prefix_reuse=prefix_reuse), module=model)
+        engine = StepEngine(ZOConfig(distribution=distribution, prefix_reuse=prefix_reuse, noise=noise), module=model)
         for rule in rules:
             engine.install(rule)
         optimizer.use_engine(engine)
@@ -204,9 +212,11 @@ def main() -> None:
         "mezo-reference": (lambda: mezo_reference_step(params, loss_fn, seed=counter["step"]), 1),
         "zo-dense": zo_step(),
         "zo-dense-rademacher": zo_step(distribution="rademacher"),
+        "zo-dense-torch-noise": zo_step(noise="torch"),
         # Block variants are timed over whole sweeps (every block's turn, the embeddings' included), per step.
         "bcd-layer": zo_step(BlockSelection("layer"), cycle=layers),
         "bcd-layer-no-reuse": zo_step(BlockSelection("layer"), prefix_reuse=False, cycle=layers),
+        "bcd-layer-torch-noise": zo_step(BlockSelection("layer"), cycle=layers, noise="torch"),
         "bcd-sublayer": zo_step(BlockSelection("sublayer"), cycle=sublayers),
         "sparse-random-0.75": zo_step(SparseDirections(0.75, "random", refresh_interval=100)),
         "lozo-r2": zo_step(LowRankDirections(2, 50, "lozo")),
@@ -225,7 +235,7 @@ def main() -> None:
         print(f"repeat {repeat + 1}/{args.repeats} done", flush=True)
     summary = timer.summary(FLOOR, "mezo-reference" if "mezo-reference" in variants else None)
     described = MODELS[args.model][1] if args.model in MODELS else "SmolLM2-135M-Instruct (real weights), prompt task"
-    payload = {"model": described, "dtype": "fp32", "batch": args.batch, "length": args.length,
+    payload = {"model": described, "dtype": args.dtype, "device": args.device, "batch": args.batch, "length": args.length,
                "params": sum(p.numel() for p in params), "machine": machine(), "loadavg_before": load_before,
                "source": source_info(),
                "command": "python -m benchmarks.step_time " + " ".join(sys.argv[1:]), "results": summary}
