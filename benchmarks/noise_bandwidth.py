@@ -2,7 +2,7 @@
 
     python -m benchmarks.noise_bandwidth [--numel 125000000] [--repeats 5] [--threads 1,2]
 
-For each thread count (torch's, numba's and the noise workers' alike) and each distribution, the variants are timed
+For each thread count (torch's and the noise workers', which run the fused kernels' chunks too) and each distribution, the variants are timed
 interleaved, repeat by repeat:
 
 * ``copy_``: ``dst.copy_(src)``, the memory-bound floor (one read and one write of the tensor's size);
@@ -35,17 +35,24 @@ import torch
 from benchmarks.common import RESULTS, Contention, machine, source_info
 from zolightning.functional.counter_noise import add_counter_noise_, counter_sgd_update_, numba_kernels
 from zolightning.functional.noise import sample_noise, stable_key, step_seed
-from zolightning.engine.noise_workers import set_noise_workers
+from zolightning.engine.noise_workers import drawing_noise, set_noise_workers
 
 VARIANTS = ("copy_", "fused add", "fused update", "torch path")
 
 
 def set_threads(threads: int) -> None:
     torch.set_num_threads(threads)
-    set_noise_workers(threads)
-    kernels = numba_kernels()
-    if kernels is not None:
-        kernels.numba.set_num_threads(threads)
+    set_noise_workers(threads)  # the fused kernels' chunks and torch noise's alike run on the noise workers
+
+
+def on_noise_workers(fn: Callable[[], object]) -> Callable[[], object]:
+    """``fn`` inside ``drawing_noise()``, as the engine runs every move and update."""
+
+    def run() -> object:
+        with drawing_noise():
+            return fn()
+
+    return run
 
 
 def measure(fn: Callable[[], object]) -> tuple[float, float, float | None]:
@@ -96,13 +103,13 @@ def main(argv: list[str] | None = None) -> dict:
                                                                   alpha=alpha),
             }
             for variant in variants:  # warm-up: compile the kernels, start the worker pools
-                run[variant]()
+                on_noise_workers(run[variant])()
             samples[name] = {v: [] for v in variants}
             cpu_samples[name] = {v: [] for v in variants}
             others[name] = {v: [] for v in variants}
             for _ in range(args.repeats):
                 for variant in variants:
-                    seconds, cpu, share = measure(run[variant])
+                    seconds, cpu, share = measure(on_noise_workers(run[variant]))
                     samples[name][variant].append(seconds)
                     cpu_samples[name][variant].append(cpu)
                     others[name][variant].append(share)

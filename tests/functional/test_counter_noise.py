@@ -92,27 +92,20 @@ def test_numba_kernels_equal_the_torch_reference_bitwise(distribution):
 
 @pytest.mark.parametrize("distribution", DISTRIBUTIONS)
 def test_the_thread_count_does_not_change_the_values(distribution):
-    """The serial kernel, and the parallel kernel at 1 and at all threads, write the same bits."""
+    """The calling thread alone, and chunks taken by 1, 2 or 3 lent worker threads in any order, write the same bits."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from zolightning.functional.chunk_executor import chunks_drawn_on
+
     numel, offset = 3 * numba_noise.CHUNK + 77, 5
-    words = [numba_noise.U(w) for w in cn.philox_words(SEED, KEY)]
-    args = (numba_noise.np.int64(0), numba_noise.F(0.0), numba_noise.F(1.0), numba_noise.F(0.0))
-    serial = torch.empty(numel)
-    kernel = numba_noise.gaussian_f32 if distribution == "gaussian" else numba_noise.rademacher_f32
-    parallel = numba_noise.gaussian_f32_parallel if distribution == "gaussian" else numba_noise.rademacher_f32_parallel
-    kernel(serial.numpy(), 0, numel, offset, *words, *args)
-    before = numba.get_num_threads()
-    results = []
-    try:
-        for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
-            numba.set_num_threads(threads)
-            out = torch.empty(numel)
-            parallel(out.numpy(), offset, *words, *args)
-            results.append(out)
-    finally:
-        numba.set_num_threads(before)
-    for out in results:
-        assert_bitwise(out, serial)
-    assert_bitwise(serial, counter_noise(SEED, KEY, offset, numel, distribution, backend="torch"))
+    theta = torch.randn(numel, generator=torch.Generator().manual_seed(3))
+    serial = add_counter_noise_(theta.clone(), 0.3, SEED, KEY, offset=offset, distribution=distribution)
+    for workers in (1, 2, 3):
+        with ThreadPoolExecutor(workers) as pool, chunks_drawn_on(pool):
+            chunked = add_counter_noise_(theta.clone(), 0.3, SEED, KEY, offset=offset, distribution=distribution)
+            noise = counter_noise(SEED, KEY, offset, numel, distribution)
+        assert_bitwise(chunked, serial)
+        assert_bitwise(noise, counter_noise(SEED, KEY, offset, numel, distribution, backend="torch"))
 
 
 def test_seeds_keys_and_streams_give_different_noise():

@@ -6,8 +6,9 @@ three such passes over every trainable element: they dominate the step's time ou
 noise is therefore defined chunk by chunk (:func:`~zolightning.functional.noise.fill_noise_`), each chunk from its
 own generator, so the chunks can be drawn on several threads with bitwise the same result as on one. torch releases
 the GIL inside the op. :func:`drawing_noise` lends the pool to the noise drawn inside a block: the engine's
-``measure`` and every update's ``apply`` run in one. The fused counter-noise kernels (``zo.noise: counter``) run on
-numba's own threads, as many as the pool has workers.
+``measure`` and every update's ``apply`` run in one. The fused counter-noise kernels (``zo.noise: counter``) take their
+chunks on the same pool (numba's own threading layer is not used: its OpenMP workers spin between calls, and took
+about 40% of a core from the forwards of the process that called them).
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
-from zolightning.functional.counter_noise import kernel_threads
-from zolightning.functional.noise import chunks_drawn_on
+from zolightning.functional.chunk_executor import chunks_drawn_on
 
 
 _lock = threading.Lock()
@@ -89,6 +89,6 @@ def noise_executor() -> ThreadPoolExecutor | None:
 @contextmanager
 def drawing_noise() -> Iterator[None]:
     """Draw the noise of the block on the shared pool (:func:`noise_executor`; the calling thread alone with one
-    worker), and run the fused counter-noise kernels called in it on as many threads (:func:`noise_workers`)."""
-    with chunks_drawn_on(noise_executor()), kernel_threads(noise_workers()):
+    worker): the chunks of torch noise and those of the fused counter-noise kernels alike."""
+    with chunks_drawn_on(noise_executor()):
         yield

@@ -44,14 +44,13 @@ from __future__ import annotations
 import importlib
 import threading
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from types import ModuleType
 
 import torch
 from torch import Tensor
 
 from zolightning.functional.checks import check_choice
+from zolightning.functional.chunk_executor import chunk_executor
 from zolightning.functional.counter_philox import (  # noqa: F401  (re-exported: the scheme's public names)
     GAUSSIAN_BLOCK, RADEMACHER_BLOCK, SCHEME_VERSION, STREAM_DIRECTION, STREAM_ROUNDING, Backend, Distribution,
     Rounding, check_distribution, check_seed_and_key, philox4x32, philox_words, reference_fused_, reference_values,
@@ -127,6 +126,11 @@ def _backend_for(device: torch.device, dtype: torch.dtype, backend: str) -> str:
 _KERNEL_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
 
+def _lent(backend: str) -> tuple:
+    """The numba kernels' last argument: the executor lent to the block (the engine's noise workers), if any."""
+    return (chunk_executor(),) if backend == "numba" else ()
+
+
 def _check_offset(offset: int, numel: int) -> None:
     if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
         raise ValueError(f"`offset` must be a non-negative integer, got {offset!r}.")
@@ -198,7 +202,8 @@ def fill_counter_noise_(
         else:
             kernels = numba_kernels() if chosen == "numba" else triton_kernels()
             assert kernels is not None
-            kernels.fused_(work.view(-1), words, None, offset, distribution, 0, 0.0, 1.0, 0.0, "nearest")
+            kernels.fused_(work.view(-1), words, None, offset, distribution, 0, 0.0, 1.0, 0.0, "nearest",
+                           *_lent(chosen))
         if not direct:
             out.copy_(work)
     return out
@@ -236,7 +241,8 @@ def _run_fused(
             else:
                 kernels = numba_kernels() if chosen == "numba" else triton_kernels()
                 assert kernels is not None
-                kernels.fused_(work, words, rounding_words, offset, distribution, mode, pre, decay, alpha, rounding)
+                kernels.fused_(work, words, rounding_words, offset, distribution, mode, pre, decay, alpha, rounding,
+                               *_lent(chosen))
         if work is not param:
             param.copy_(work)
     return param
@@ -294,21 +300,6 @@ def counter_sgd_update_(
     alpha = -lr * projected_gradient
     return _run_fused(param, seed, key, offset, distribution, 2, restore, decay, alpha, rounding, rounding_seed,
                       backend)
-
-
-@contextmanager
-def kernel_threads(threads: int) -> Iterator[None]:
-    """Run the CPU kernels called from this thread inside the block on at most ``threads`` threads (the engine's noise
-    workers lend their count). The values do not depend on it, only how fast they come."""
-    kernels = numba_kernels()
-    if kernels is None:
-        yield
-        return
-    previous = kernels.limit_threads(threads)
-    try:
-        yield
-    finally:
-        kernels.limit_threads(previous)
 
 
 def available_backends() -> dict[str, bool]:

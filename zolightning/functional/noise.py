@@ -9,16 +9,13 @@ key. That is what makes "regenerate z from the seed" exact for the update, for a
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
-from concurrent.futures import Executor
-from contextlib import contextmanager
-from contextvars import ContextVar
 from typing import Literal
 
 import torch
 from torch import Tensor
 
 from zolightning.functional.checks import check_choice
+from zolightning.functional.chunk_executor import chunk_executor, chunks_drawn_on  # noqa: F401  (re-exported)
 from zolightning.functional.counter_noise import counter_noise, fill_counter_noise_  # noqa: F401  (the public name)
 
 Distribution = Literal["gaussian", "rademacher"]
@@ -80,23 +77,6 @@ def make_generator(seed: int, device: torch.device | str) -> torch.Generator:
 # Noise is defined in chunks of this many elements, each from its own stream, so that chunks can be drawn in parallel.
 NOISE_CHUNK = 1 << 20
 
-# The executor that draws a large CPU tensor's chunks, in the block of `chunks_drawn_on` that is running (none outside
-# one: every chunk on the calling thread). This layer owns no thread: the engine's noise workers lend theirs.
-_CHUNK_EXECUTOR: ContextVar[Executor | None] = ContextVar("zolightning_chunk_executor", default=None)
-
-
-@contextmanager
-def chunks_drawn_on(executor: Executor | None) -> Iterator[None]:
-    """Draw the chunks of large CPU tensors on ``executor`` inside the block (``None``: on the calling thread).
-
-    The noise does not depend on it, only how fast it is drawn (each chunk has its own stream)."""
-    token = _CHUNK_EXECUTOR.set(executor)
-    try:
-        yield
-    finally:
-        _CHUNK_EXECUTOR.reset(token)
-
-
 def fill_noise_(
     out: Tensor, seed: int, distribution: Distribution = "gaussian", noise: NoiseSource = "torch"
 ) -> Tensor:
@@ -121,7 +101,7 @@ def fill_noise_(
         return _fill(out, seed, distribution)
     chunks = [(flat[start : start + NOISE_CHUNK], mix_seed(seed, index)) for index, start in
               enumerate(range(0, flat.numel(), NOISE_CHUNK))]
-    executor = _CHUNK_EXECUTOR.get() if out.device.type == "cpu" else None
+    executor = chunk_executor() if out.device.type == "cpu" else None
     if executor is None:
         for chunk, chunk_seed in chunks:
             _fill(chunk, chunk_seed, distribution)

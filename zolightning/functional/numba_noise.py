@@ -1,9 +1,10 @@
 """numba CPU kernels of the counter-based noise (:mod:`zolightning.functional.counter_noise` defines the scheme).
 
 Every element's value is a pure function of its index, and the kernels compute exactly the operations of the torch
-reference (float32, no fused multiply–add: numba compiles without ``fastmath``), so they agree with it bitwise. The
-parallel kernels split the tensor into fixed chunks that threads take in any order, so the result does not depend on
-the thread count either. The loops are written without branches (selects and bit operations) so that LLVM vectorises
+reference (float32, no fused multiply–add: numba compiles without ``fastmath``), so they agree with it bitwise. A
+large tensor is cut into fixed chunks that the threads of a lent executor take in any order (the engine's noise
+workers: numba's own threading layer is not used, so no thread of its own spins between calls), and the result does
+not depend on the thread count either. The loops are written without branches (selects and bit operations) so that LLVM vectorises
 them: Philox's 32×32→64-bit products become ``vpmuludq`` and the polynomials run on 8 or 16 lanes.
 
 Importing this module imports numba (and fails where numba cannot be imported; the caller falls back to the torch
@@ -13,13 +14,12 @@ numba version), and release the GIL (``nogil=True``), so that worker threads can
 
 from __future__ import annotations
 
-import threading
+from concurrent.futures import Executor
 
-import numba
 import numpy as np
 import torch
 from llvmlite import ir
-from numba import njit, prange
+from numba import njit
 from numba.core import types
 from numba.extending import intrinsic
 
@@ -364,55 +364,11 @@ def rademacher_half(theta, j0, j1, offset, k0, k1, c2, c3, r0, r1, r2, r3, mode,
                       stochastic)
 
 
-# ---------------------------------------------------------------------------------------------- parallel drivers
+# ---------------------------------------------------------------------------------------------- chunking
 
-CHUNK = 1 << 16  # elements per parallel task (a multiple of 128: interior chunks start on whole blocks)
-PARALLEL_MIN = 1 << 17  # below this, one thread (a parallel region costs tens of microseconds)
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def gaussian_f32_parallel(theta, offset, k0, k1, c2, c3, mode, pre, decay, alpha):
-    n = theta.shape[0]
-    for chunk in prange((n + CHUNK - 1) // CHUNK):
-        gaussian_f32(theta, chunk * CHUNK, min(n, (chunk + 1) * CHUNK), offset, k0, k1, c2, c3, mode, pre, decay,
-                     alpha)
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def rademacher_f32_parallel(theta, offset, k0, k1, c2, c3, mode, pre, decay, alpha):
-    n = theta.shape[0]
-    for chunk in prange((n + CHUNK - 1) // CHUNK):
-        rademacher_f32(theta, chunk * CHUNK, min(n, (chunk + 1) * CHUNK), offset, k0, k1, c2, c3, mode, pre, decay,
-                       alpha)
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def gaussian_half_parallel(theta, offset, k0, k1, c2, c3, r0, r1, r2, r3, mode, pre, decay, alpha, fmt, stochastic):
-    n = theta.shape[0]
-    for chunk in prange((n + CHUNK - 1) // CHUNK):
-        gaussian_half(theta, chunk * CHUNK, min(n, (chunk + 1) * CHUNK), offset, k0, k1, c2, c3, r0, r1, r2, r3,
-                      mode, pre, decay, alpha, fmt, stochastic)
-
-
-@njit(parallel=True, cache=True, nogil=True)
-def rademacher_half_parallel(theta, offset, k0, k1, c2, c3, r0, r1, r2, r3, mode, pre, decay, alpha, fmt,
-                             stochastic):
-    n = theta.shape[0]
-    for chunk in prange((n + CHUNK - 1) // CHUNK):
-        rademacher_half(theta, chunk * CHUNK, min(n, (chunk + 1) * CHUNK), offset, k0, k1, c2, c3, r0, r1, r2, r3,
-                        mode, pre, decay, alpha, fmt, stochastic)
-
-
-_parallel_lock = threading.Lock()  # numba's workqueue threading layer must not be entered from two threads at once
+CHUNK = 1 << 18  # elements per task on a lent executor (a multiple of 128: interior chunks start on whole blocks)
+PARALLEL_MIN = 1 << 19  # below this, the calling thread alone (a task costs tens of microseconds)
 _FORMATS = {torch.bfloat16: 1, torch.float16: 2}
-
-
-def limit_threads(threads: int) -> int:
-    """Let the parallel kernels called from this thread use at most ``threads`` threads (numba's setting is
-    thread-local); returns the previous count, for the caller to restore. Values never depend on it."""
-    previous = numba.get_num_threads()
-    numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
-    return previous
 
 
 def fused_(
@@ -426,37 +382,30 @@ def fused_(
     decay: float,
     alpha: float,
     rounding: str,
+    executor: Executor | None = None,
 ) -> torch.Tensor:
-    """Run the kernel for ``mode`` (0: write z, 1: add, 2: update) on a contiguous CPU tensor, in place."""
+    """Run the kernel for ``mode`` (0: write z, 1: add, 2: update) on a contiguous CPU tensor, in place: on the
+    calling thread, or, from :data:`PARALLEL_MIN` elements, in chunks of :data:`CHUNK` on ``executor`` (the kernels
+    release the GIL). Each element's value depends on its index alone, so not on the chunking."""
     flat = param.detach().view(-1)
     n = flat.numel()
     k0, k1, c2, c3 = (U(w) for w in words)
     coefficients = (np.int64(mode), F(spec._f32(pre)), F(spec._f32(decay)), F(spec._f32(alpha)))
-    parallel = n >= PARALLEL_MIN and numba.get_num_threads() > 1
     if param.dtype == torch.float32:
         array = flat.numpy()
-        if distribution == "gaussian":
-            if parallel:
-                with _parallel_lock:
-                    gaussian_f32_parallel(array, np.int64(offset), k0, k1, c2, c3, *coefficients)
-            else:
-                gaussian_f32(array, np.int64(0), np.int64(n), np.int64(offset), k0, k1, c2, c3, *coefficients)
-        elif parallel:
-            with _parallel_lock:
-                rademacher_f32_parallel(array, np.int64(offset), k0, k1, c2, c3, *coefficients)
-        else:
-            rademacher_f32(array, np.int64(0), np.int64(n), np.int64(offset), k0, k1, c2, c3, *coefficients)
-        return param
-    fmt = _FORMATS[param.dtype]
-    array = flat.view(torch.uint16).numpy()
-    r0, r1, r2, r3 = (U(w) for w in (rounding_words or (0, 0, 0, 0)))
-    stochastic = rounding == "stochastic"
-    kernel = (gaussian_half_parallel if parallel else gaussian_half) if distribution == "gaussian" else (
-        rademacher_half_parallel if parallel else rademacher_half)
-    tail = (r0, r1, r2, r3, *coefficients, np.int64(fmt), stochastic)
-    if parallel:
-        with _parallel_lock:
-            kernel(array, np.int64(offset), k0, k1, c2, c3, *tail)
+        kernel = gaussian_f32 if distribution == "gaussian" else rademacher_f32
+        tail: tuple = (np.int64(offset), k0, k1, c2, c3, *coefficients)
     else:
-        kernel(array, np.int64(0), np.int64(n), np.int64(offset), k0, k1, c2, c3, *tail)
+        array = flat.view(torch.uint16).numpy()
+        r0, r1, r2, r3 = (U(w) for w in (rounding_words or (0, 0, 0, 0)))
+        kernel = gaussian_half if distribution == "gaussian" else rademacher_half
+        tail = (np.int64(offset), k0, k1, c2, c3, r0, r1, r2, r3, *coefficients, np.int64(_FORMATS[param.dtype]),
+                rounding == "stochastic")
+    if executor is None or n < PARALLEL_MIN:
+        kernel(array, np.int64(0), np.int64(n), *tail)
+        return param
+    futures = [executor.submit(kernel, array, np.int64(start), np.int64(min(n, start + CHUNK)), *tail)
+               for start in range(0, n, CHUNK)]
+    for future in futures:
+        future.result()
     return param
