@@ -17,8 +17,10 @@ from typing import Any
 RESULTS = Path(__file__).resolve().parent / "results" / "llm_table"
 ROWS = (
     ("llm_zero_shot", "zero-shot (no training)"),
-    ("llm_mezo", "MeZO, full (ZO-SGD)"),
-    ("llm_mezo_bcd", "MeZO-BCD, one layer per step"),
+    ("llm_mezo_long300", "MeZO, full (ZO-SGD), 300 steps, cosine lr"),
+    ("llm_mezo_bcd_long300", "MeZO-BCD, one layer per step, 300 steps, `by_block_size`"),
+    ("llm_mezo", "MeZO, full (ZO-SGD), 50 steps"),
+    ("llm_mezo_bcd", "MeZO-BCD, one layer per step, 50 steps"),
     ("llm_mezo_lora", "MeZO-LoRA (r 8)"),
     ("llm_mezo_prefix", "MeZO-prefix (5 tokens)"),
     ("llm_mezo_error_rate", "MeZO-BCD on the error rate (no gradient)"),
@@ -64,14 +66,16 @@ def table(folder: Path = RESULTS) -> str:
     return "\n".join(lines)
 
 
-ZO_ROWS = ("llm_mezo", "llm_mezo_bcd", "llm_mezo_lora", "llm_mezo_prefix", "llm_mezo_error_rate")
+ZO_ROWS = ("llm_mezo_long300", "llm_mezo_bcd_long300", "llm_mezo", "llm_mezo_bcd", "llm_mezo_lora", "llm_mezo_prefix",
+           "llm_mezo_error_rate")
+DENSE, BCD = "llm_mezo_long300", "llm_mezo_bcd_long300"  # the pair the bar compares (the longest horizon of each)
 
 
 def check_bar(folder: Path = RESULTS) -> list[str]:
     """The bar of the issue on ZO that learns like backprop, each line ending in ``met`` or ``MISSED``:
 
     - the best ZO recipe's mean test accuracy over 3 seeds is ≥ 78.0%;
-    - MeZO-BCD's mean test accuracy is ≥ dense MeZO's at no more training forwards;
+    - MeZO-BCD's mean test accuracy is ≥ dense MeZO's at no more training forwards (the 300-step rows, `DENSE`, `BCD`);
     - MeZO-BCD reaches 75% dev accuracy ≥ 1.5× faster in training seconds than dense MeZO (medians over seeds);
     - no seed of a ZO recipe is more than 6 points below its recipe's mean;
     - every row has 3 seeds.
@@ -97,10 +101,10 @@ def check_bar(folder: Path = RESULTS) -> list[str]:
         f"best ZO recipe over 3 seeds: {best[0]} at {best[1] or float('nan'):.1f}% (bar: >= 78.0%): "
         + ("met" if best[1] is not None and best[1] >= 78.0 else "MISSED")
     )
-    dense, bcd = reports.get("llm_mezo"), reports.get("llm_mezo_bcd")
+    dense, bcd = reports.get(DENSE), reports.get(BCD)
     if dense is not None and bcd is not None:
         forwards = (bcd["summary"]["train_forwards"]["mean"], dense["summary"]["train_forwards"]["mean"])
-        gap = mean("llm_mezo_bcd") - mean("llm_mezo")
+        gap = mean(BCD) - mean(DENSE)
         verdicts.append(
             f"BCD - dense MeZO = {gap:+.1f} points at {forwards[0]:.0f} vs {forwards[1]:.0f} forwards (bar: >= 0 at "
             "equal forwards): " + ("met" if gap >= 0 and forwards[0] <= forwards[1] else "MISSED")
