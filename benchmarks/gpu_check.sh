@@ -10,6 +10,7 @@
 # 4. the noise pass against copy_ on the GPU (counter noise; bandwidth bound is the goal);
 # 5. ms per step on OPT-1.3B-shaped bf16 (batch 16 x 64): the two-forward floor, the published MeZO procedure, dense
 #    ZO on counter noise (fused Triton passes) and on torch noise, and a MeZO-BCD sweep.
+# 6. the FSDP2 path through Lightning on CUDA (nccl): the README's ModelParallelStrategy example on one GPU.
 set -u
 OUT_DIR="${OUT:-benchmarks/results/gpu}"
 mkdir -p "$OUT_DIR"
@@ -24,10 +25,10 @@ run() {  # run NAME SECONDS COMMAND...: each check has its own time bound, and o
 nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT_DIR/device.txt" 2>&1 || true
 cat "$OUT_DIR/device.txt"
 
-run precision_fidelity 120 python -m benchmarks.precision_fidelity --device cuda --seeds 16 --eps 1e-3 \
+run precision_fidelity 100 python -m benchmarks.precision_fidelity --device cuda --seeds 16 --eps 1e-3 \
   --out gpu_precision_fidelity
 sed 's/accelerator="cpu"/accelerator="cuda"/' ../shared/cases/precision_step.py > /tmp/precision_step_cuda.py
-run precision_case 120 python /tmp/precision_step_cuda.py --seeds 6
+run precision_case 100 python /tmp/precision_step_cuda.py --seeds 6
 run triton_kernels 90 python -m pytest -q -p no:cacheprovider tests/functional/test_triton_noise.py
 run noise_bandwidth 60 python - <<'EOF'
 import time, torch
@@ -43,7 +44,14 @@ for name, fn in [("copy_", lambda: y.copy_(x)),
         t = time.perf_counter(); fn(); torch.cuda.synchronize(); times.append(time.perf_counter() - t)
     print(f"{name}: median {sorted(times)[5] * 1e3:.2f} ms for 125M fp32")
 EOF
-run step_time_opt_1_3b 200 python -m benchmarks.step_time --model opt-1.3b --device cuda --dtype bf16 --batch 16 \
+run step_time_opt_1_3b 150 python -m benchmarks.step_time --model opt-1.3b --device cuda --dtype bf16 --batch 16 \
   --length 64 --repeats 5 --variants floor,mezo-reference,zo-dense,zo-dense-torch-noise,bcd-layer \
   --out gpu_step_time_opt-1.3b_bf16
 cp benchmarks/results/gpu_step_time_opt-1.3b_bf16.* "$OUT_DIR"/ 2>/dev/null || true
+python - > /tmp/fsdp2_cuda.py <<'EOF'
+import re
+block = [b for b in re.findall(r"```python\n(.*?)```", open("README.md").read(), re.S) if "ShardedRegressor" in b][0]
+print(block.replace('accelerator="cpu", devices=2', 'accelerator="cuda", devices=1')
+           .replace("data_parallel_size=2", "data_parallel_size=1"))
+EOF
+run fsdp2_lightning_cuda 90 python /tmp/fsdp2_cuda.py

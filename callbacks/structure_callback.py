@@ -10,8 +10,8 @@ from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from zolightning.module import ZOLightningModule
-from zolightning.structures.base import StructureRule
-from zolightning.trainer_checks import sharded_strategy_name
+from zolightning.structures.base import DirectionRule, StructureRule
+from zolightning.trainer_checks import FSDP2_STRATEGY, sharded_strategy_name
 
 
 class StructureCallback(Callback):
@@ -57,11 +57,21 @@ class StructureCallback(Callback):
                 f"{name} shapes zeroth-order perturbations; it needs a ZOLightningModule (subclass it, or wrap the "
                 f"module with `zolightning.as_zo`), got {type(pl_module).__name__}."
             )
-        if sharded_strategy_name(trainer.strategy) is not None:
-            strategy = type(trainer.strategy).__name__
+        sharded = sharded_strategy_name(trainer.strategy)
+        strategy = type(trainer.strategy).__name__
+        # Under FSDP2 a selection (blocks, layers) picks whole parameters by name and each rank moves its shards; a
+        # direction rule (sparse masks, low-rank factors) needs each matrix whole.
+        if sharded == FSDP2_STRATEGY and isinstance(self.rule, DirectionRule):
+            raise ValueError(
+                f"{name} ({type(self.rule).__name__}) needs each weight matrix whole, which {strategy} shards. Under "
+                "it, use BlockRotation or dense MeZO; for sparse or low-rank perturbations, use a single device or a "
+                "DDP strategy ('ddp', 'ddp_spawn', 'ddp_fork')."
+            )
+        if sharded is not None and sharded != FSDP2_STRATEGY:
             raise ValueError(
                 f"{name} needs each parameter whole and under its own name, which {strategy} does not keep. "
-                "Use a single device or a DDP strategy ('ddp', 'ddp_spawn', 'ddp_fork')."
+                "Use a single device, a DDP strategy ('ddp', 'ddp_spawn', 'ddp_fork'), or ModelParallelStrategy "
+                "(FSDP2)."
             )
         pl_module.zo_engine.install(self.rule, module=pl_module, owner=self)
         self._module = pl_module

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -55,3 +60,31 @@ def count_noise_passes(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
         monkeypatch.setattr(directions, name, counted)
     return passes
+
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPT_TIMEOUT = 300  # seconds; a healthy run of a launch script takes well under a minute
+
+
+def run_script(script: str, folder: Path) -> Path:
+    """Run ``tests/<script> <folder>`` in a subprocess (Lightning's ``ddp`` and ``ModelParallelStrategy`` launch rank 1
+    by re-running the launching script, so they cannot run inside pytest) and return ``folder``, where it wrote its
+    records; fail with the end of its output if it fails or outlasts :data:`SCRIPT_TIMEOUT`."""
+    command = [sys.executable, str(REPO / "tests" / script), str(folder)]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)
+    try:
+        output, _ = process.communicate(timeout=SCRIPT_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)  # the script's session: rank 0 and the rank it launched
+        output, _ = process.communicate()
+        pytest.fail(f"tests/{script} did not finish in {SCRIPT_TIMEOUT} s:\n{output[-4000:]}")
+    assert process.returncode == 0, output[-4000:]
+    return folder
+
+
+@pytest.fixture(scope="session")
+def ddp_script_records(tmp_path_factory) -> Path:
+    """The records of ``tests/ddp_script.py`` (``strategy="ddp"``, 2 processes, every case in one launch), shared by
+    the DDP and the sharded tests."""
+    return run_script("ddp_script.py", tmp_path_factory.mktemp("ddp-script"))

@@ -178,15 +178,15 @@ STRUCTURES: dict[str, Callable[[], list[Callback]]] = {
 
 def fit(folder: Path, devices: int, batch_size: int, structure: str = "dense", strategy: Any = None,
         shard: bool = True, optimizer: str | None = None, nan_at: tuple[int, int] | None = None, read: bool = True,
-        stacked: bool = False, **zo: Any) -> list[dict[str, Any]]:
-    """Train ``Regressor`` for ``MAX_STEPS`` steps and return every rank's record (read from ``folder``; with
+        stacked: bool = False, steps: int = MAX_STEPS, **zo: Any) -> list[dict[str, Any]]:
+    """Train ``Regressor`` for ``steps`` steps (default ``MAX_STEPS``) and return every rank's record (read from ``folder``; with
     ``read=False``, as under ``strategy="ddp"`` where another rank may still be writing, nothing is read)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if strategy is None:
         strategy = DDPStrategy(start_method="spawn", timeout=COLLECTIVE_TIMEOUT) if devices > 1 else "auto"
     trainer = Trainer(
-        max_steps=MAX_STEPS, strategy=strategy, use_distributed_sampler=False,
+        max_steps=steps, strategy=strategy, use_distributed_sampler=False,
         callbacks=[*STRUCTURES[structure](), Record(folder)], **trainer_kwargs(devices=devices),
     )
     trainer.fit(Regressor(optimizer=optimizer, nan_at=nan_at, stacked=stacked, **zo),

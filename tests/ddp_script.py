@@ -22,6 +22,9 @@ CASES: dict[str, dict] = {
     # Only rank 1's loss is NaN, at step NAN_STEP.
     "nan-on-rank1": dict(nan_at=(1, NAN_STEP)),
     "nan-on-rank1-query-parallel": dict(nan_at=(1, NAN_STEP), query_parallel=True),
+    # The references of the sharded runs (tests/sharded_script.py): 10 steps of ZO-SGD, dense and one tensor a step.
+    "zosgd-dense-10": dict(structure="dense", steps=10),
+    "zosgd-bcd-10": dict(structure="bcd", steps=10),
 }
 
 

@@ -8,10 +8,6 @@ so a rank that skips a collective makes the run fail instead of hanging.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -20,8 +16,6 @@ import torch
 from tests.ddp_helpers import MAX_STEPS, Regressor, fit, flat_weights
 from tests.ddp_script import CASES, NAN_STEP
 
-REPO = Path(__file__).resolve().parents[1]
-SCRIPT_TIMEOUT = 300  # seconds; a healthy run of the script takes well under a minute
 
 
 def run(tmp_path: Path, devices: int, batch_size: int, **kwargs) -> list[dict]:
@@ -81,24 +75,6 @@ def test_query_parallel_ranks_apply_every_ranks_direction_like_q_directions_on_o
     torch.testing.assert_close(rank0["weights"], single["weights"], rtol=1e-5, atol=1e-6)
     (one_direction,) = run(tmp_path, devices=1, batch_size=8)
     assert not torch.allclose(single["weights"], one_direction["weights"])
-
-
-@pytest.fixture(scope="module")
-def ddp_script_records(tmp_path_factory) -> Path:
-    """Run ``tests/ddp_script.py`` (``strategy="ddp"``, 2 processes, every case in one launch) and return the folder
-    of its records. ``ddp`` re-runs the launching script for rank 1, so it cannot run inside pytest."""
-    folder = tmp_path_factory.mktemp("ddp-script")
-    command = [sys.executable, str(REPO / "tests" / "ddp_script.py"), str(folder)]
-    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)
-    try:
-        output, _ = process.communicate(timeout=SCRIPT_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)  # the script's session: rank 0 and the rank it launched
-        output, _ = process.communicate()
-        pytest.fail(f"tests/ddp_script.py did not finish in {SCRIPT_TIMEOUT} s:\n{output[-4000:]}")
-    assert process.returncode == 0, output[-4000:]
-    return folder
 
 
 def script_records(folder: Path, case: str) -> list[dict]:

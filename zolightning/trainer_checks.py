@@ -13,8 +13,14 @@ from torch import nn, optim
 
 from zolightning.functional.rounding import FULL_PRECISION
 
-# Strategies that shard parameters (FSDP, model parallel) or keep fp32 masters that overwrite in-place edits (DeepSpeed).
-SHARDED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy", "ModelParallelStrategy")
+# Strategies whose parameters ZO cannot move in place: FSDP1 flattens and re-owns them, DeepSpeed keeps fp32 masters
+# that overwrite in-place edits.
+REFUSED_STRATEGIES = ("FSDPStrategy", "DeepSpeedStrategy")
+# The strategy that shards parameters as DTensors (FSDP2's `fully_shard` in `configure_model`): ZO moves each rank's
+# shard in place (zolightning/engine/shards.py).
+FSDP2_STRATEGY = "ModelParallelStrategy"
+# Every strategy that does not keep each parameter whole on every rank.
+SHARDED_STRATEGIES = (*REFUSED_STRATEGIES, FSDP2_STRATEGY)
 
 
 def sharded_strategy_name(strategy: object) -> str | None:
@@ -54,13 +60,14 @@ def check_trainer_for_zo(trainer: Any, module: nn.Module) -> None:
     """Refuse strategies and placements that would lose in-place perturbations; disable the GradScaler of 16-mixed;
     warn about half-precision weights."""
     sharded = sharded_strategy_name(trainer.strategy)
-    if sharded is not None:
+    if sharded in REFUSED_STRATEGIES:
         strategy = type(trainer.strategy).__name__
         strategy = strategy if strategy == sharded else f"{strategy} (a {sharded})"
         raise ValueError(
             f"ZO training does not support {strategy}: it shards or re-owns the parameters, so in-place "
-            "perturbations are lost or misplaced. Use a single device, DDP ('ddp', 'ddp_spawn', 'ddp_fork'), or "
-            "Hugging Face `device_map` placement on one process."
+            "perturbations are lost or misplaced. To shard the weights, use Lightning's ModelParallelStrategy with "
+            "FSDP2's `fully_shard` in `configure_model` (each rank then moves its own shards); otherwise a single "
+            "device, DDP ('ddp', 'ddp_spawn', 'ddp_fork'), or Hugging Face `device_map` placement on one process."
         )
     # Offloaded weights (accelerate hooks) live on 'meta' and are re-loaded from their offload copy for each
     # forward: an in-place perturbation or update of a trainable one would be silently lost. Frozen ones are

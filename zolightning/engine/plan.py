@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from zolightning.engine.measurement import UpdateTarget
+from zolightning.engine.shards import with_local_shards
 from zolightning.functional.hessian import PreconditionedDirection
 from zolightning.functional.noise import NoiseSource
 from zolightning.functional.lr_scaling import BY_BLOCK_SIZE, block_size_scale, regex_scale
@@ -55,7 +56,9 @@ def plan_step(
             "The optimizer has no trainable parameters (requires_grad=True), so ZO training has nothing to "
             "perturb. Unfreeze what should be trained, e.g. `module.requires_grad_(True)` or the head's parameters."
         )
-    plan = [replace(_half_precision_floor(entry), noise=noise) for entry in structure.plan(tensors, step)]
+    plan = with_local_shards(
+        [replace(_half_precision_floor(entry), noise=noise) for entry in structure.plan(tensors, step)], noise
+    )
     if lr_scales:
         block = 1.0
         if BY_BLOCK_SIZE in lr_scales:

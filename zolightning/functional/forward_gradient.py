@@ -33,6 +33,9 @@ def forward_gradient(objective: Objective, plan: PerturbationPlan, seed: int) ->
         A (2,) fp32 tensor [L(θ), ∇L·εz]: the projected gradient of each tensor, ``derivative / ε``, is ∇L·z exactly,
         as the two-point estimate is in the limit ε → 0.
     """
+    if any(entry.shard is not None for entry in plan):
+        raise ValueError("`zo.estimator: forward-gradient` needs whole tensors (its tangents enter torch.func.jvp); "
+                         "sharded weights train with the two-sided or one-sided estimator.")
     names = [entry.name for entry in plan]
     if len(set(names)) != len(names):
         raise ValueError("The plan names a tensor twice; forward gradients need one tangent per tensor name.")

@@ -30,6 +30,10 @@ class ActiveTensor:
         lr_scale: multiplier on the learning rate for this tensor's update (1.0 by default).
         noise: where z's random numbers come from (``zo.noise``, set by the engine's plan; ``counter`` by default, as
             ``zo.noise``).
+        shard: this rank's local part of a sharded parameter (a view of its storage: FSDP2's ``to_local()``), which
+            the moves and the update write; ``None`` for a whole parameter.
+        offset: the index, in the whole parameter's row-major order, of the shard's first element (0 unsharded): its
+            z is the whole tensor's z from there on, so every split of the tensor moves as the whole.
     """
 
     name: str
@@ -39,25 +43,34 @@ class ActiveTensor:
     eps: float
     lr_scale: float = 1.0
     noise: NoiseSource = "counter"
+    shard: Tensor | None = None
+    offset: int = 0
+
+    @property
+    def data(self) -> Tensor:
+        """What this rank moves and updates: the local shard of a sharded parameter, else the parameter itself."""
+        return self.param if self.shard is None else self.shard
 
     def direction_at(self, seed: int) -> Tensor:
-        """z of this tensor for the step seed ``seed`` (fp32, the parameter's shape)."""
+        """z of this tensor (of its shard) for the step seed ``seed``: fp32, :attr:`data`'s shape."""
+        if self.shard is not None:
+            return self.direction.sample_slice(self.shard, tensor_seed(seed, self.key), self.noise, self.offset)
         return self.direction.sample(self.param, tensor_seed(seed, self.key), self.noise)
 
     @property
     def fused(self) -> bool:
         """Whether moves along this tensor's z are fused passes that never draw z into a buffer (dense counter
         noise): every move of it must then go through :meth:`add_along_`, so that a move and its undo round alike."""
-        return self.direction.fuses(self.param, self.noise)
+        return self.direction.fuses(self.data, self.noise)
 
     def add_along_(self, seed: int, coefficient: float, z: Tensor | None = None) -> None:
         """θ ← θ + coefficient·z in place, z this tensor's direction for the step seed ``seed``: one fused pass where
         :attr:`fused` (``z`` is then not read), else ``z`` if given (it must be :meth:`direction_at` of ``seed``)
         or a freshly drawn one."""
         if z is None or self.fused:
-            self.direction.add_to_(self.param, tensor_seed(seed, self.key), coefficient, self.noise)
+            self.direction.add_to_(self.data, tensor_seed(seed, self.key), coefficient, self.noise, self.offset)
         else:
-            self.param.add_(z.to(self.param.dtype), alpha=coefficient)
+            self.data.add_(z.to(self.data.dtype), alpha=coefficient)
 
 
 PerturbationPlan = Sequence[ActiveTensor]
@@ -106,12 +119,12 @@ def perturb_(plan: PerturbationPlan, seed: int, scale: float) -> None:
 
 def snapshot(plan: PerturbationPlan) -> list[Tensor]:
     """Copies of the plan's tensors, for an exact restore in any dtype (costs the plan's size in memory)."""
-    return [entry.param.detach().clone() for entry in plan]
+    return [entry.data.detach().clone() for entry in plan]
 
 
 @torch.no_grad()
 def restore_(plan: PerturbationPlan, saved: Sequence[Tensor]) -> None:
     """Copy a :func:`snapshot` back into the plan's tensors and clear the autocast cache."""
     for entry, value in zip(plan, saved, strict=True):
-        entry.param.copy_(value)
+        entry.data.copy_(value)
     torch.clear_autocast_cache()

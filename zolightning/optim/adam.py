@@ -71,8 +71,8 @@ class ZOAdam(ZOOptimizer):
             state = self.state[entry.param]
             if not state:
                 state["step"] = torch.zeros((), dtype=torch.float32)
-                state["exp_avg"] = torch.zeros_like(entry.param, dtype=torch.float32)
-                state["exp_avg_sq"] = torch.zeros_like(entry.param, dtype=torch.float32)
+                state["exp_avg"] = torch.zeros_like(entry.data, dtype=torch.float32)
+                state["exp_avg_sq"] = torch.zeros_like(entry.data, dtype=torch.float32)
             state["step"] += 1
             beta1, beta2 = group["betas"]
             decays = group["decay_1d"] or entry.param.dim() > 1

@@ -46,5 +46,5 @@ class ZOSGDCons(ZOOptimizer):
         for entry, z, projected_gradient in self.directions(measurement):
             step = groups[id(entry.param)]["lr"] * entry.lr_scale * projected_gradient
             if best != _STAY:
-                entry.param.add_(z.to(entry.param.dtype), alpha=best * step)
+                entry.data.add_(z.to(entry.data.dtype), alpha=best * step)
         torch.clear_autocast_cache()

@@ -89,6 +89,12 @@ class GradientUpdate:
         estimates = measurement.estimates
         weight = 1.0 / len(estimates)
         try:
+            if any(entry.shard is not None for entry in measurement.plan):
+                raise ValueError(
+                    f"{type(self.optimizer).__name__} (a torch.optim optimizer fed by ZO) cannot update sharded "
+                    "weights: it would need a whole-tensor .grad on every rank. Use zolightning.optim.ZOSGD, whose "
+                    "update moves each rank's shard in place."
+                )
             with drawing_noise():
                 for entry in measurement.plan:
                     entry.param.grad = None

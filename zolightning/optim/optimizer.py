@@ -110,11 +110,16 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
 
         Returns:
             The mean over directions of the loss at θ. If any loss is not finite nothing is updated (on every rank
-            alike, since the reduced losses are the same everywhere).
+            alike, since the reduced losses are the same everywhere). ``None``, measuring nothing, for a step without
+            a closure when every group's lr is 0 (what ``torch.distributed.checkpoint`` calls to initialize state).
         """
         if measurement is None:
             if self._engine is not None and self._engine.running:
                 raise RuntimeError(REENTRANT_STEP)
+            if closure is None and all(float(group["lr"]) == 0.0 for group in self.param_groups):
+                # torch.distributed.checkpoint initializes an empty optimizer state so (lr 0, zero grads, no
+                # closure) before saving a sharded checkpoint; a ZO step at lr 0 would change nothing anyway.
+                return None
             if closure is None:
                 raise ValueError(
                     f"{type(self).__name__}.step needs `closure`: a function that returns the loss at the current "
@@ -218,7 +223,7 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
                 yield entry, z, gradient(entry, estimate)
             return
         for entry in measurement.plan:
-            combined = torch.zeros(entry.param.shape, dtype=torch.float32, device=entry.param.device)
+            combined = torch.zeros(entry.data.shape, dtype=torch.float32, device=entry.data.device)
             for estimate in estimates:
                 combined.add_(entry.direction_at(estimate.seed), alpha=gradient(entry, estimate) / len(estimates))
             yield entry, combined, 1.0
@@ -232,13 +237,13 @@ class ZOOptimizer(Optimizer, metaclass=ABCMeta):
         accumulates updates below the parameter's resolution, written back rounded to nearest; it is kept while the
         tensor is in the step's plan and freed when it leaves (with MeZO-BCD: the active block alone).
         """
-        param = entry.param
+        param = entry.data  # the local shard of a sharded parameter; its state stays keyed by the parameter
         mode = group.get("low_precision", "stochastic")
         if param.dtype in FULL_PRECISION or mode == "nearest":
             yield param
             return
         if mode == "master":
-            state = self.state[param]
+            state = self.state[entry.param]
             if "master" not in state:
                 state["master"] = param.detach().float()
             yield state["master"]

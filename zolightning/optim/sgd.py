@@ -69,13 +69,13 @@ class ZOSGD(ZOOptimizer):
         done: set[int] = set()
         for index, entry in enumerate(measurement.plan):
             group = groups[id(entry.param)]
-            full = entry.param.dtype in FULL_PRECISION
+            full = entry.data.dtype in FULL_PRECISION
             if not entry.fused or group["momentum"] > 0 or (not full and group["low_precision"] == "master"):
                 continue
             settling = self._settling
             restore = settling.owed(index, estimate.seed) if settling is not None else 0.0
             entry.direction.sgd_update_(
-                entry.param,
+                entry.data,
                 tensor_seed(estimate.seed, entry.key),
                 self.projected_gradient(entry, estimate, measurement, group),
                 lr=group["lr"] * entry.lr_scale,
@@ -83,6 +83,7 @@ class ZOSGD(ZOOptimizer):
                 restore=restore,
                 rounding="nearest" if full or group["low_precision"] == "nearest" else "stochastic",
                 rounding_seed=tensor_seed(self._rounding_seed, entry.key),
+                offset=entry.offset,
             )
             if settling is not None:
                 settling.paid(index)

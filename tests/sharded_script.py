@@ -1,0 +1,83 @@
+"""Train under Lightning's ``ModelParallelStrategy`` (FSDP2 ``fully_shard``) on two CPU processes (gloo) and write each
+rank's whole weights under ``OUTPUT/<case>/``.
+
+Usage: ``python tests/sharded_script.py OUTPUT``. Lightning runs this script again for rank 1, so it cannot run inside
+pytest; ``tests/test_module_sharded.py`` runs it as a subprocess and compares the weights with those of
+``tests/ddp_script.py``'s DDP runs of the same module and data. All cases run in one launch.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+STEPS = 10
+# Each case: (structure, steps of a first fit that saves a sharded checkpoint, or None for one fit of STEPS).
+CASES: dict[str, tuple[str, int | None]] = {
+    "sharded-dense": ("dense", None),
+    "sharded-bcd": ("bcd", None),
+    # Saved after 6 steps, one epoch of Interleaved(8): its loader is not stateful, so a resume restarts the epoch.
+    "sharded-dense-resumed": ("dense", 6),
+    "sharded-bcd-resumed": ("bcd", 6),
+}
+
+
+def main(output: Path) -> None:
+    import torch
+    from lightning.pytorch import Callback, Trainer
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from lightning.pytorch.strategies import ModelParallelStrategy
+    from torch.distributed.fsdp import fully_shard
+
+    from tests.conftest import trainer_kwargs
+    from tests.ddp_helpers import COLLECTIVE_TIMEOUT, STRUCTURES, Interleaved, Regressor
+
+    class ShardedRegressor(Regressor):
+        """The DDP tests' regressor, each linear layer and the whole net sharded over the data-parallel mesh."""
+
+        def configure_model(self) -> None:
+            mesh = self.device_mesh["data_parallel"]
+            for layer in self.net:
+                if isinstance(layer, torch.nn.Linear):
+                    fully_shard(layer, mesh=mesh)
+            fully_shard(self.net, mesh=mesh)
+
+    class WholeWeights(Callback):
+        """Every rank gathers the whole weights at the end (a collective) and writes them as ``rank<r>.pt``."""
+
+        def __init__(self, folder: Path) -> None:
+            self.folder = folder
+
+        def on_train_end(self, trainer: Any, pl_module: Any) -> None:
+            whole = [p.full_tensor().detach().flatten() for p in pl_module.parameters()]
+            sharded = [type(p).__name__ == "DTensor" for p in pl_module.parameters()]
+            torch.save({"weights": torch.cat(whole), "global_step": trainer.global_step, "all_sharded": all(sharded)},
+                       self.folder / f"rank{trainer.global_rank}.pt")
+
+    def fit(folder: Path, structure: str, steps: int, ckpt_path: Path | None = None, save_every: int = 0) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1, timeout=COLLECTIVE_TIMEOUT)
+        callbacks = [*STRUCTURES[structure](), WholeWeights(folder)]
+        extra = {}
+        if save_every:  # a sharded (distributed) checkpoint every `save_every` steps, a folder per checkpoint
+            callbacks.append(ModelCheckpoint(dirpath=folder, every_n_train_steps=save_every, save_top_k=-1))
+            extra["enable_checkpointing"] = True
+        trainer = Trainer(max_steps=steps, strategy=strategy, use_distributed_sampler=False, callbacks=callbacks,
+                          **trainer_kwargs(devices=2, **extra))
+        trainer.fit(ShardedRegressor(), datamodule=Interleaved(8), ckpt_path=ckpt_path)
+
+    for name, (structure, first) in CASES.items():
+        if first is None:
+            fit(output / name, structure, STEPS)
+        else:
+            fit(output / name / "first", structure, first, save_every=first)
+            fit(output / name, structure, STEPS, ckpt_path=output / name / "first" / f"epoch=0-step={first}.ckpt")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

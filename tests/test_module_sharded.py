@@ -1,0 +1,47 @@
+"""ZO on sharded weights through Lightning's ``ModelParallelStrategy`` (FSDP2 ``fully_shard``), two CPU ranks (gloo):
+bitwise the weights of two DDP ranks with the same data, close to one process with the whole batch, and a bitwise
+resume from a sharded (distributed) checkpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import run_script
+from tests.ddp_helpers import Regressor, fit, flat_weights
+from tests.sharded_script import STEPS
+
+
+@pytest.fixture(scope="module")
+def sharded_records(tmp_path_factory) -> Path:
+    return run_script("sharded_script.py", tmp_path_factory.mktemp("sharded-script"))
+
+
+def records(folder: Path, case: str) -> list[dict]:
+    return [torch.load(folder / case / f"rank{r}.pt") for r in range(2)]
+
+
+@pytest.mark.parametrize("structure", ["dense", "bcd"])
+def test_two_sharded_ranks_train_bitwise_as_two_ddp_ranks(sharded_records, ddp_script_records, tmp_path, structure):
+    rank0, rank1 = records(sharded_records, f"sharded-{structure}")
+    assert rank0["all_sharded"] and rank0["global_step"] == rank1["global_step"] == STEPS
+    assert torch.equal(rank0["weights"], rank1["weights"])  # every rank gathered the same whole weights
+    ddp0, ddp1 = records(ddp_script_records, f"zosgd-{structure}-10")
+    assert ddp0["global_step"] == STEPS and torch.equal(ddp0["weights"], ddp1["weights"])
+    # Each rank moved its own rows with the whole tensor's z from their offset: the same numbers as DDP's replicas.
+    assert torch.equal(rank0["weights"], ddp0["weights"])
+    (single,) = fit(tmp_path, devices=1, batch_size=16, structure=structure, steps=STEPS)
+    torch.testing.assert_close(rank0["weights"], single["weights"], rtol=1e-3, atol=1e-4)  # the DDP test's tolerance
+    assert float((rank0["weights"] - flat_weights(Regressor())).abs().max()) > 1e-2
+
+
+@pytest.mark.parametrize("structure", ["dense", "bcd"])
+def test_a_resume_from_a_sharded_checkpoint_is_bitwise(sharded_records, structure):
+    resumed, _ = records(sharded_records, f"sharded-{structure}-resumed")
+    uninterrupted, _ = records(sharded_records, f"sharded-{structure}")
+    first, _ = records(sharded_records, f"sharded-{structure}-resumed/first")
+    assert resumed["global_step"] == STEPS and first["global_step"] == 6
+    assert not torch.equal(first["weights"], uninterrupted["weights"])
+    assert torch.equal(resumed["weights"], uninterrupted["weights"])
