@@ -11,7 +11,7 @@ from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
 from zolightning.module import ZOLightningModule
-from zolightning.trainer_checks import sharded_strategy_name
+from zolightning.trainer_checks import FSDP2_STRATEGY, sharded_strategy_name
 from zolightning.trajectory.format import StepRecord, TrajectoryError, WeightsRecord, weights_fingerprint
 from zolightning.trajectory.replay import last_update
 from zolightning.trajectory.run_spec import check_replayable, plan_signature, rule_spec, run_header
@@ -61,9 +61,10 @@ class TrajectoryLog(Callback):
         name = type(self).__name__
         if not isinstance(pl_module, ZOLightningModule):
             raise TypeError(f"{name} logs zeroth-order steps; it needs a ZOLightningModule, got {type(pl_module).__name__}.")
-        if sharded_strategy_name(trainer.strategy) is not None:
+        sharded = sharded_strategy_name(trainer.strategy)
+        if sharded is not None and sharded != FSDP2_STRATEGY:
             raise ValueError(f"{name} needs each parameter whole on every rank, which {type(trainer.strategy).__name__} "
-                             "does not keep. Use a single device or a DDP strategy.")
+                             "does not keep. Use a single device, a DDP strategy, or ModelParallelStrategy (FSDP2).")
         if stage == "fit":
             check_replayable(pl_module.zo_config, None)  # the config's part; the optimizer exists from on_fit_start
 
@@ -78,6 +79,9 @@ class TrajectoryLog(Callback):
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         assert isinstance(pl_module, ZOLightningModule)
+        # Gathering sharded weights is a collective: every rank takes part, rank 0 writes.
+        fresh = self._resume is None and (trainer.is_global_zero or _is_sharded(pl_module))
+        fingerprint = weights_fingerprint(_whole_parameters(pl_module)) if fresh else None
         if not trainer.is_global_zero:
             return
         if self._resume is not None:
@@ -92,7 +96,7 @@ class TrajectoryLog(Callback):
                                   "without a log in the checkpoint): a log replays from the base weights.")
         header = run_header(
             pl_module, pl_module.zo_config, pl_module.zo_optimizer().optimizer, pl_module.zo_engine,
-            fingerprint=weights_fingerprint(pl_module.named_parameters()), world_size=trainer.world_size,
+            fingerprint=fingerprint, world_size=trainer.world_size,
             total_steps=pl_module.zo_engine.total_steps, default_dtype=_step_default_dtype(trainer),
         )
         self.writer = TrajectoryWriter.create(self.path or self._default_path(trainer), header)
@@ -145,20 +149,34 @@ class TrajectoryLog(Callback):
         self._resume = dict(state_dict) if state_dict else None
 
     def _mark(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """Sync the log, after the weights' fingerprint (a replay checks it when it gets there)."""
-        if self.writer is None:
+        """Sync the log, after the weights' fingerprint (a replay checks it when it gets there). Every rank calls this
+        (on checkpoints and at the end): with sharded weights, every rank takes part in gathering them."""
+        if self.writer is None and not _is_sharded(pl_module):
             return
         # Mid-accumulation, the weights carry the micro-batches' moves, which no record holds yet.
         if self.fingerprint_checkpoints and not pl_module.zo_engine.accumulated:
-            digest = weights_fingerprint(pl_module.named_parameters())
-            self.writer.write(WeightsRecord(trainer.global_step, digest))
-        self.writer.sync()
+            digest = weights_fingerprint(_whole_parameters(pl_module))
+            if self.writer is not None:
+                self.writer.write(WeightsRecord(trainer.global_step, digest))
+        if self.writer is not None:
+            self.writer.sync()
 
     @staticmethod
     def _default_path(trainer: pl.Trainer) -> Path:
         checkpoint = trainer.checkpoint_callback
         folder = getattr(checkpoint, "dirpath", None) or (trainer.log_dir if trainer.loggers else None)
         return Path(folder or trainer.default_root_dir) / DEFAULT_NAME
+
+
+def _is_sharded(module: torch.nn.Module) -> bool:
+    """Whether any parameter is sharded across ranks (a DTensor of FSDP2's ``fully_shard``)."""
+    return any(hasattr(p, "full_tensor") for p in module.parameters())
+
+
+def _whole_parameters(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
+    """``named_parameters()`` with each sharded parameter gathered whole (a collective), so that a log written by
+    sharded ranks carries the fingerprints an unsharded replay computes."""
+    return [(name, p.full_tensor() if hasattr(p, "full_tensor") else p) for name, p in module.named_parameters()]
 
 
 def _step_default_dtype(trainer: pl.Trainer) -> torch.dtype:

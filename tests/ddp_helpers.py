@@ -73,6 +73,20 @@ class Regressor(ZOLightningModule):
         return loss
 
 
+class ShardedRegressor(Regressor):
+    """``Regressor`` with each linear layer and the whole net sharded by FSDP2 over the data-parallel mesh of
+    Lightning's ``ModelParallelStrategy`` (``tests/sharded_script.py``)."""
+
+    def configure_model(self) -> None:
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = self.device_mesh["data_parallel"]
+        for layer in self.net:
+            if isinstance(layer, torch.nn.Linear):
+                fully_shard(layer, mesh=mesh)
+        fully_shard(self.net, mesh=mesh)
+
+
 def flat_weights(module: torch.nn.Module) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in module.parameters()])
 

@@ -24,6 +24,8 @@ CASES: dict[str, tuple[str, int | None]] = {
     # Saved after 6 steps, one epoch of Interleaved(8): its loader is not stateful, so a resume restarts the epoch.
     "sharded-dense-resumed": ("dense", 6),
     "sharded-bcd-resumed": ("bcd", 6),
+    # With a trajectory log (OUTPUT/sharded-bcd-logged/run.zot), which the test replays on one unsharded process.
+    "sharded-bcd-logged": ("bcd", None),
 }
 
 
@@ -32,20 +34,10 @@ def main(output: Path) -> None:
     from lightning.pytorch import Callback, Trainer
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.strategies import ModelParallelStrategy
-    from torch.distributed.fsdp import fully_shard
 
     from tests.conftest import trainer_kwargs
-    from tests.ddp_helpers import COLLECTIVE_TIMEOUT, STRUCTURES, Interleaved, Regressor
-
-    class ShardedRegressor(Regressor):
-        """The DDP tests' regressor, each linear layer and the whole net sharded over the data-parallel mesh."""
-
-        def configure_model(self) -> None:
-            mesh = self.device_mesh["data_parallel"]
-            for layer in self.net:
-                if isinstance(layer, torch.nn.Linear):
-                    fully_shard(layer, mesh=mesh)
-            fully_shard(self.net, mesh=mesh)
+    from zolightning.callbacks import TrajectoryLog
+    from tests.ddp_helpers import COLLECTIVE_TIMEOUT, STRUCTURES, Interleaved, ShardedRegressor
 
     class WholeWeights(Callback):
         """Every rank gathers the whole weights at the end (a collective) and writes them as ``rank<r>.pt``."""
@@ -63,6 +55,8 @@ def main(output: Path) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         strategy = ModelParallelStrategy(data_parallel_size=2, tensor_parallel_size=1, timeout=COLLECTIVE_TIMEOUT)
         callbacks = [*STRUCTURES[structure](), WholeWeights(folder)]
+        if folder.name.endswith("-logged"):
+            callbacks.append(TrajectoryLog(folder / "run.zot"))
         extra = {}
         if save_every:  # a sharded (distributed) checkpoint every `save_every` steps, a folder per checkpoint
             callbacks.append(ModelCheckpoint(dirpath=folder, every_n_train_steps=save_every, save_top_k=-1))

@@ -1,6 +1,6 @@
 """ZO on sharded weights through Lightning's ``ModelParallelStrategy`` (FSDP2 ``fully_shard``), two CPU ranks (gloo):
-bitwise the weights of two DDP ranks with the same data, close to one process with the whole batch, and a bitwise
-resume from a sharded (distributed) checkpoint."""
+bitwise the weights of two DDP ranks with the same data, close to one process with the whole batch, a bitwise resume
+from a sharded (distributed) checkpoint, and a trajectory that replays bitwise on one unsharded process."""
 
 from __future__ import annotations
 
@@ -45,3 +45,13 @@ def test_a_resume_from_a_sharded_checkpoint_is_bitwise(sharded_records, structur
     assert resumed["global_step"] == STEPS and first["global_step"] == 6
     assert not torch.equal(first["weights"], uninterrupted["weights"])
     assert torch.equal(resumed["weights"], uninterrupted["weights"])
+
+
+def test_a_trajectory_logged_by_two_sharded_ranks_replays_bitwise_on_one_unsharded_process(sharded_records):
+    from zolightning.trajectory import replay
+
+    rank0, _ = records(sharded_records, "sharded-bcd-logged")
+    base = Regressor()
+    result = replay(base, sharded_records / "sharded-bcd-logged" / "run.zot")
+    assert result.steps == STEPS and result.verified == [STEPS]  # the sharded run's own fingerprint of its weights
+    assert torch.equal(flat_weights(base), rank0["weights"])

@@ -55,6 +55,30 @@ def test_a_sharding_strategy_is_refused_at_setup_naming_what_is_supported(strate
         trainer.fit(model, datamodule=Interleaved(8))
     message = str(info.value)
     assert strategy.__name__ in message
-    assert "'ddp', 'ddp_spawn', 'ddp_fork'" in message
+    assert "'ddp', 'ddp_spawn', 'ddp_fork'" in message and "ModelParallelStrategy" in message
     assert trainer.global_step == 0
     assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+
+
+class ModelParallelStrategy(SingleDeviceStrategy):
+    """A stand-in under the FSDP2 strategy's name (the real one needs a launch of several processes): what ZO accepts
+    and refuses under it is decided by the name, before anything is sharded."""
+
+
+@pytest.mark.parametrize("rule", ["sparse", "low-rank"])
+def test_under_fsdp2_a_rule_that_needs_whole_matrices_is_refused_and_block_rotation_is_not(rule):
+    from zolightning.callbacks import LowRankRefresh, SparsityMask
+
+    callback = SparsityMask(sparsity=0.5) if rule == "sparse" else LowRankRefresh(rank=2, refresh_interval=3)
+    trainer = Trainer(strategy=ModelParallelStrategy(device=torch.device("cpu")), max_steps=1,
+                      use_distributed_sampler=False, callbacks=[callback], **trainer_kwargs())
+    model = Regressor()
+    before = [p.detach().clone() for p in model.parameters()]
+    with pytest.raises(ValueError, match="needs each weight matrix whole, which ModelParallelStrategy shards"):
+        trainer.fit(model, datamodule=Interleaved(8))
+    assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before))
+    # BlockRotation picks whole parameters by name: accepted (here on whole weights, as the stand-in shards nothing).
+    trainer = Trainer(strategy=ModelParallelStrategy(device=torch.device("cpu")), max_steps=2,
+                      use_distributed_sampler=False, callbacks=[BlockRotation()], **trainer_kwargs())
+    trainer.fit(Regressor(), datamodule=Interleaved(8))
+    assert trainer.global_step == 2
