@@ -55,3 +55,21 @@ def test_a_trajectory_logged_by_two_sharded_ranks_replays_bitwise_on_one_unshard
     result = replay(base, sharded_records / "sharded-bcd-logged" / "run.zot")
     assert result.steps == STEPS and result.verified == [STEPS]  # the sharded run's own fingerprint of its weights
     assert torch.equal(flat_weights(base), rank0["weights"])
+
+
+def test_fabric_with_fsdp2_trains_bitwise_as_one_process(tmp_path):
+    from tests.sharded_fabric_script import STEPS as FABRIC_STEPS, data, network
+    from zolightning.optim import ZOSGD
+
+    folder = run_script("sharded_fabric_script.py", tmp_path / "fabric")
+    rank0, rank1 = (torch.load(folder / f"rank{r}.pt") for r in range(2))
+    assert rank0["sharded"] and torch.equal(rank0["weights"], rank1["weights"])
+    # One process, whole tensors, the mean of the two ranks' losses: what the all-reduce averages.
+    torch.set_num_threads(1)
+    net = network()
+    optimizer = ZOSGD(net.named_parameters(), lr=0.01, eps=1e-3)
+    (x0, y0), (x1, y1) = data(0, 2), data(1, 2)
+    mse = torch.nn.functional.mse_loss
+    for _ in range(FABRIC_STEPS):
+        optimizer.step(lambda: (mse(net(x0), y0) + mse(net(x1), y1)) / 2)
+    assert torch.equal(rank0["weights"], flat_weights(net))

@@ -46,3 +46,14 @@ def test_stable_key_is_a_pure_function_of_the_name():
 def test_unknown_distribution_is_rejected_with_the_choices():
     with pytest.raises(ValueError, match="gaussian"):
         fill_noise_(torch.empty(3), 0, "uniform")  # type: ignore[arg-type]
+
+
+def test_a_wrappers_attribute_does_not_change_a_parameters_noise_key():
+    from zolightning.functional.noise import unwrapped_name
+    from zolightning.structures.base import tensor_key
+
+    assert unwrapped_name("_forward_module.0.weight") == "0.weight"  # Fabric's setup_module
+    assert unwrapped_name("_orig_mod.encoder._fsdp_wrapped_module.layer.bias") == "encoder.layer.bias"
+    assert unwrapped_name("module.0.weight") == "module.0.weight"  # a layer may be called `module`: kept
+    assert tensor_key("_forward_module._orig_mod.net.0.weight") == tensor_key("net.0.weight")
+    assert tensor_key("net.0.weight") != tensor_key("net.0.bias")

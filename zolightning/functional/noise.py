@@ -44,6 +44,19 @@ def mix_seed(*parts: int) -> int:
     return state & _MASK_63
 
 
+# Attribute names that wrappers put between a model and its parameters: Fabric's module wrapper, torch.compile, FSDP1
+# and activation checkpointing. They never name a layer of a model itself.
+WRAPPER_ATTRIBUTES = ("_forward_module", "_orig_mod", "_fsdp_wrapped_module", "_checkpoint_wrapped_module")
+
+
+def unwrapped_name(name: str) -> str:
+    """``name`` without the wrappers' attributes (``_forward_module.0.weight`` → ``0.weight``), so that a parameter
+    draws the same noise whether it is named through a wrapper (Fabric's ``setup_module``, ``torch.compile``) or not."""
+    parts = name.split(".")
+    kept = [part for part in parts if part not in WRAPPER_ATTRIBUTES]
+    return name if len(kept) == len(parts) else ".".join(kept)
+
+
 def stable_key(name: str) -> int:
     """A 63-bit key for a tensor name that is the same in every process and Python version (unlike ``hash``)."""
     digest = hashlib.blake2b(name.encode("utf-8"), digest_size=8).digest()

@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 
 from zolightning.functional.directions import DenseDirection, TensorDirection
-from zolightning.functional.noise import Distribution, stable_key
+from zolightning.functional.noise import Distribution, stable_key, unwrapped_name
 from zolightning.functional.perturbation import ActiveTensor
 
 Part = Literal["selection", "directions"]
@@ -69,8 +69,9 @@ def trainable_tensors(
 
 @lru_cache(maxsize=65536)
 def tensor_key(name: str) -> int:
-    """The noise key of a parameter name (cached: the same names come back every step)."""
-    return stable_key(name)
+    """The noise key of a parameter name, wrappers' attributes left out (cached: the same names come back every
+    step)."""
+    return stable_key(unwrapped_name(name))
 
 
 class StructureRule(ABC):
