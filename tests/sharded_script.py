@@ -26,6 +26,8 @@ CASES: dict[str, tuple[str, int | None]] = {
     "sharded-bcd-resumed": ("bcd", 6),
     # With a trajectory log (OUTPUT/sharded-bcd-logged/run.zot), which the test replays on one unsharded process.
     "sharded-bcd-logged": ("bcd", None),
+    # Rank 1's loss is NaN at step NAN_STEP of 6, as in tests/ddp_script.py's "nan-on-rank1".
+    "sharded-nan-on-rank1": ("dense", None),
 }
 
 
@@ -37,7 +39,8 @@ def main(output: Path) -> None:
 
     from tests.conftest import trainer_kwargs
     from zolightning.callbacks import TrajectoryLog
-    from tests.ddp_helpers import COLLECTIVE_TIMEOUT, STRUCTURES, Interleaved, ShardedRegressor
+    from tests.ddp_helpers import COLLECTIVE_TIMEOUT, MAX_STEPS, STRUCTURES, Interleaved, ShardedRegressor
+    from tests.ddp_script import NAN_STEP
 
     class WholeWeights(Callback):
         """Every rank gathers the whole weights at the end (a collective) and writes them as ``rank<r>.pt``."""
@@ -61,9 +64,11 @@ def main(output: Path) -> None:
         if save_every:  # a sharded (distributed) checkpoint every `save_every` steps, a folder per checkpoint
             callbacks.append(ModelCheckpoint(dirpath=folder, every_n_train_steps=save_every, save_top_k=-1))
             extra["enable_checkpointing"] = True
+        nan_at = (1, NAN_STEP) if folder.name == "sharded-nan-on-rank1" else None
+        steps = MAX_STEPS if nan_at else steps
         trainer = Trainer(max_steps=steps, strategy=strategy, use_distributed_sampler=False, callbacks=callbacks,
                           **trainer_kwargs(devices=2, **extra))
-        trainer.fit(ShardedRegressor(), datamodule=Interleaved(8), ckpt_path=ckpt_path)
+        trainer.fit(ShardedRegressor(nan_at=nan_at), datamodule=Interleaved(8), ckpt_path=ckpt_path)
 
     for name, (structure, first) in CASES.items():
         if first is None:

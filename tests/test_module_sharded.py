@@ -73,3 +73,11 @@ def test_fabric_with_fsdp2_trains_bitwise_as_one_process(tmp_path):
     for _ in range(FABRIC_STEPS):
         optimizer.step(lambda: (mse(net(x0), y0) + mse(net(x1), y1)) / 2)
     assert torch.equal(rank0["weights"], flat_weights(net))
+
+
+def test_a_non_finite_loss_on_one_sharded_rank_skips_the_step_on_every_rank_as_under_ddp(sharded_records,
+                                                                                        ddp_script_records):
+    rank0, rank1 = records(sharded_records, "sharded-nan-on-rank1")
+    ddp0, _ = records(ddp_script_records, "nan-on-rank1")
+    assert ddp0["nonfinite_steps"] == 1  # the DDP run skipped its NaN step
+    assert torch.equal(rank0["weights"], rank1["weights"]) and torch.equal(rank0["weights"], ddp0["weights"])
