@@ -27,8 +27,9 @@ The scheme (version 1; any change to it changes every direction, so it is versio
   stream 1.
 
 Three implementations: a pure-torch reference (int64 tensor arithmetic masked to 32 bits; exact on any device, slow),
-numba kernels for CPU tensors (:mod:`zolightning.functional.numba_noise`: parallel, vectorised, the result does not
-depend on the thread count) and Triton kernels for GPU tensors (:mod:`zolightning.functional.triton_noise`). numba is a
+numba kernels for CPU tensors (:mod:`zolightning.functional.numba_noise`: vectorised, a large tensor's chunks on the
+executor a block lends, :func:`~zolightning.functional.chunk_executor.chunks_drawn_on`; the result does not depend on
+the thread count) and Triton kernels for GPU tensors (:mod:`zolightning.functional.triton_noise`). numba is a
 dependency; where it cannot be imported a warning says so once and the torch reference is used. Triton is optional
 (``pip install zolightning[gpu]``); without it GPU tensors use the torch reference.
 
