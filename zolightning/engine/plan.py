@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Literal
 
 from zolightning.engine.measurement import UpdateTarget
 from zolightning.engine.shards import with_local_shards
@@ -17,6 +17,7 @@ from zolightning.functional.hessian import PreconditionedDirection
 from zolightning.functional.noise import NoiseSource
 from zolightning.functional.lr_scaling import BY_BLOCK_SIZE, block_size_scale, regex_scale
 from zolightning.functional.perturbation import ActiveTensor, PerturbationPlan
+from zolightning.functional.rounding import FULL_PRECISION
 from zolightning.functional.precision_eps import compute_dtype, half_precision_eps
 from zolightning.structures.base import PerturbationStructure, TrainableTensor, trainable_tensors
 
@@ -57,7 +58,7 @@ def plan_step(
             "perturb. Unfreeze what should be trained, e.g. `module.requires_grad_(True)` or the head's parameters."
         )
     plan = with_local_shards(
-        [replace(_half_precision_floor(entry), noise=noise) for entry in structure.plan(tensors, step)], noise
+        [_with_noise(_half_precision_floor(entry), noise) for entry in structure.plan(tensors, step)], noise
     )
     if lr_scales:
         block = 1.0
@@ -70,6 +71,11 @@ def plan_step(
                 scale_cache[entry.name] = regex_scale(lr_scales, entry.name)
         plan = [replace(entry, lr_scale=block * scale_cache[entry.name]) for entry in plan]
     return plan if target.preconditioner is None else preconditioned(plan, target)
+
+
+def _with_noise(entry: ActiveTensor, noise: NoiseSource) -> ActiveTensor:
+    """``entry`` drawing its z from ``noise`` (a copy only where it differs: the plan is built every step)."""
+    return entry if entry.noise == noise else replace(entry, noise=noise)
 
 
 def _half_precision_floor(entry: ActiveTensor) -> ActiveTensor:
@@ -98,3 +104,18 @@ def learning_rates(plan: PerturbationPlan, target: UpdateTarget) -> list[float]:
     """Each planned tensor's learning rate: its group's lr × its lr scale."""
     lr = {id(p): float(group["lr"]) for group in target.optimizer.param_groups for p in group["params"]}
     return [lr[id(entry.param)] * entry.lr_scale for entry in plan]
+
+
+def restore_mode(
+    requested: str, plan: PerturbationPlan, prefers_snapshot: bool, parallel: bool
+) -> Literal["arithmetic", "snapshot"]:
+    """How the plan's tensors come back after the forwards: ``zo.restore`` (``requested``), with ``auto`` resolved to a
+    snapshot below fp32 or for a selection that prefers one (``prefers_snapshot``: one block at a time), else
+    arithmetic. Under query parallelism (``parallel``) ranks perturb along different directions and +εz − εz rounds
+    differently on each: only an exact restore keeps the replicas bitwise identical, so always a snapshot."""
+    if parallel:
+        return "snapshot"
+    if requested == "auto":
+        exact = all(entry.data.dtype in FULL_PRECISION for entry in plan)
+        return "snapshot" if prefers_snapshot or not exact else "arithmetic"
+    return requested  # type: ignore[return-value]

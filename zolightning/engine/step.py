@@ -37,7 +37,7 @@ from zolightning.engine.eps_scheduler import EpsScheduler
 from zolightning.engine.guards import DivergenceGuard, LossRiseGuard, NonFiniteGuard, TieGuard
 from zolightning.engine.measurement import Measurement, Recorded, UpdateTarget
 from zolightning.engine.noise_workers import drawing_noise
-from zolightning.engine.plan import group_eps, learning_rates, plan_step, trainable_of
+from zolightning.engine.plan import group_eps, learning_rates, plan_step, restore_mode, trainable_of
 from zolightning.engine.prefix_reuse import PrefixReuse
 from zolightning.engine.probe import Probe
 from zolightning.estimators.base import Estimator
@@ -45,7 +45,6 @@ from zolightning.estimators.registry import create_estimator
 from zolightning.functional.estimate import OBJECTIVE_ONLY_RETURNS_LOSS, DirectionalEstimate, LossFn
 from zolightning.functional.noise import step_seed
 from zolightning.functional.perturbation import Displacement, PerturbationPlan
-from zolightning.functional.rounding import FULL_PRECISION
 from zolightning.structures.base import PerturbationStructure, StructureRule, TrainableTensor
 
 
@@ -195,7 +194,7 @@ class StepEngine:
         if accumulate and recorded is None:
             cross = cross.local()
         plan = self.plan(index)
-        restore = self._restore_mode(plan, cross.parallel)
+        restore = restore_mode(self.config.restore, plan, self.structure.selection.prefers_snapshot, cross.parallel)
         session = self._prefix_session(plan) if recorded is None and objective is not None else None
         if recorded is not None:
             objective = self._walk(restore)
@@ -315,17 +314,6 @@ class StepEngine:
         if self._prefix is None or self._prefix.module is not self.module:
             self._prefix = PrefixReuse(self.module)
         return self._prefix.session(plan, supported=self.estimator.reuses_prefix)
-
-    def _restore_mode(self, plan: PerturbationPlan, parallel: bool) -> Literal["arithmetic", "snapshot"]:
-        # Under query parallelism ranks perturb along different directions, and +εz − εz rounds differently for each:
-        # only an exact restore keeps the replicas bitwise identical.
-        mode = self.config.restore
-        if parallel:
-            return "snapshot"
-        if mode == "auto":
-            exact = all(entry.param.dtype in FULL_PRECISION for entry in plan)
-            return "snapshot" if self.structure.selection.prefers_snapshot or not exact else "arithmetic"
-        return mode
 
     # ------------------------------------------------------------------------------------------------ state
 
