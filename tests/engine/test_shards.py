@@ -14,6 +14,7 @@ import torch.multiprocessing as mp
 
 from zolightning.config import ZOConfig
 from zolightning.engine import StepEngine
+from zolightning.engine.noise_workers import set_noise_workers
 from zolightning.engine.shards import with_local_shards
 from zolightning.functional.directions import DenseDirection
 from zolightning.functional.perturbation import ActiveTensor
@@ -51,6 +52,7 @@ def sharded_worker(rank: int, port: int, structure: str, out: str) -> None:
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     torch.set_num_threads(1)
+    set_noise_workers(1)  # no pool threads left alive when the spawned rank exits
     dist.init_process_group("gloo", rank=rank, world_size=2)
     try:
         net = model()
@@ -64,6 +66,7 @@ def sharded_worker(rank: int, port: int, structure: str, out: str) -> None:
         weights = {name: p.full_tensor() for name, p in net.named_parameters()}
         if rank == 0:
             torch.save(weights, out)
+        dist.barrier()  # neither rank tears the group down while the other still talks to it
     finally:
         dist.destroy_process_group()
 
