@@ -132,3 +132,22 @@ def test_zo_trains_on_the_non_differentiable_objective(prompt_data):
     assert 0.0 <= loss <= 1.0 and abs(loss * 16 - round(loss * 16)) < 1e-6
     moved = [name for name, p in task.named_parameters() if not torch.equal(p, before[name])]
     assert all(task.get_parameter(name).requires_grad for name in moved)
+
+
+@pytest.mark.parametrize("precision", ["bf16-true", "bf16-mixed"])
+def test_label_scores_are_fp32_so_a_sub_ulp_move_of_a_bf16_logit_reaches_the_loss(precision):
+    # A bf16 logit near 1 has a unit in the last place of 2^-7; one perturbation moves it by far less (issue 25).
+    task = tiny_task().eval()
+    if precision == "bf16-true":
+        task = task.to(torch.bfloat16)
+    ids = torch.randint(5, 30000, (4, 6))
+    norm = task.lm.model.norm.weight
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16-mixed"), torch.no_grad():
+        before = task(ids, torch.ones_like(ids))
+        step = 2**-7 if norm.dtype == torch.bfloat16 else 1e-4  # one bf16 ulp of a weight at 1, or less
+        norm[0] += step
+        after = task(ids, torch.ones_like(ids))
+        norm[0] -= step
+    assert before.dtype == torch.float32
+    moved = (after - before).abs()
+    assert bool((moved > 0).all()) and float(moved.max()) < 2**-7  # every score moved, each by under a bf16 ulp

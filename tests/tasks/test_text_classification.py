@@ -183,3 +183,16 @@ def test_a_frozen_encoder_runs_once_per_step_with_identical_results(data):
 def test_a_trainable_encoder_is_never_cached(data):
     _, calls = _fit_counting_encoder_calls(data, "head+norms", cache=True, steps=2)
     assert calls == 4
+
+
+def test_head_scores_are_fp32_under_bf16_weights_and_under_autocast():
+    # The head's logits carry L+ − L−; rounding them to bf16 (ulp 2^-7 near 1) would hide it (issue 25).
+    task = SequenceClassificationTask(2, encoder_config=TINY_BERT, trainable="head").eval()
+    ids = torch.randint(5, 1000, (4, 8))
+    for model, autocast in ((task, True), (task.to(torch.bfloat16), False)):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast), torch.no_grad():
+            before = model(ids, torch.ones_like(ids))
+            model.head.bias += torch.tensor([1e-4, 0.0], dtype=model.head.bias.dtype)
+            moved = model(ids, torch.ones_like(ids)) - before
+        assert before.dtype == torch.float32
+        assert bool((moved[:, 0] != 0).all()) and bool((moved[:, 1] == 0).all())

@@ -10,6 +10,10 @@ functions of ``torch.nn.functional`` (and so of their ``nn`` modules, e.g. ``nn.
 Face models' ``labels=`` losses, which call them) to fp32 while the objective runs. The network itself still runs in
 its own precision; only the loss is computed from fp32 copies of its inputs. A loss written by hand
 (``(out - y).pow(2).mean()``) is not seen: :func:`is_half_precision` lets the caller refuse it with the fix.
+
+An fp32 loss of bf16 *logits* still sees them rounded: a bf16 logit near 10 has a unit in the last place of 0.06,
+far above what one perturbation moves it. The tasks therefore compute their class scores, the last projection, with
+:func:`full_precision_linear`: fp32 copies of its few rows, outside autocast.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torch.overrides import TorchFunctionMode
 
-__all__ = ["LOSS_FUNCTIONS", "full_precision_losses", "half_precision_context", "is_half_precision"]
+__all__ = ["LOSS_FUNCTIONS", "full_precision_linear", "full_precision_losses", "half_precision_context", "is_half_precision"]
 
 LOSS_FUNCTIONS: frozenset[Callable[..., Any]] = frozenset({
     F.cross_entropy, F.nll_loss, F.mse_loss, F.l1_loss, F.smooth_l1_loss, F.huber_loss, F.kl_div,
@@ -49,6 +53,17 @@ def half_precision_context() -> bool:
         if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) in _HALF:
             return True
     return False
+
+
+def full_precision_linear(features: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """``features @ weight.T + bias`` in fp32, outside autocast: class scores at a resolution that shows L+ − L−.
+
+    Shapes: ``features [..., H]``, ``weight [C, H]``, ``bias [C]`` → ``[..., C]`` fp32. Under fp32 it is
+    ``F.linear`` exactly. The inputs' own rounding stays (they come from a half-precision network); only the output
+    is not rounded again. Gradients flow to the half-precision weights as usual. Costs ``C × H`` fp32 copies.
+    """
+    with torch.autocast("cpu", enabled=False), torch.autocast("cuda", enabled=False):
+        return F.linear(features.float(), weight.float(), None if bias is None else bias.float())
 
 
 def _upcast(value: Any) -> Any:

@@ -33,6 +33,7 @@ from typing_extensions import override
 
 from zolightning.config import ZOConfig
 from zolightning.functional.checks import check_choice, choices_of
+from zolightning.functional.loss_precision import full_precision_linear
 from zolightning.tasks.batching import Batch
 from zolightning.tasks.classifier import ZOClassifier
 from zolightning.tasks.adapters import apply_peft, check_peft_spec, is_prefix_model, prefix_length
@@ -161,7 +162,7 @@ class PromptClassificationTask(ZOClassifier):
 
     @override
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Label-word logits at the last position, ``[B, C]``."""
+        """Label-word logits at the last position, ``[B, C]``, fp32 at any precision."""
         if not bool(attention_mask[:, -1].all()):
             raise ValueError(
                 "The batch is right-padded: the last position must be a real token for every row. Use "
@@ -187,7 +188,8 @@ class PromptClassificationTask(ZOClassifier):
             ).last_hidden_state[:, -1]
         output = lm.get_output_embeddings()
         bias = output.bias[self.label_ids] if getattr(output, "bias", None) is not None else None
-        return F.linear(hidden, output.weight[self.label_ids], bias)
+        # In fp32: a bf16 logit's rounding (0.06 near 10) would hide the perturbation's effect on the loss.
+        return full_precision_linear(hidden, output.weight[self.label_ids], bias)
 
     @override
     def logits(self, batch: Batch) -> Tensor:

@@ -14,6 +14,7 @@ from transformers import PretrainedConfig
 from typing_extensions import override
 
 from zolightning.config import ZOConfig
+from zolightning.functional.loss_precision import full_precision_linear
 from zolightning.tasks.batching import Batch
 from zolightning.tasks.classifier import ZOClassifier
 from zolightning.tasks.encoders import build_encoder, mean_pool
@@ -101,8 +102,12 @@ class SequenceClassificationTask(ZOClassifier):
 
     @override
     def forward(self, input_ids: Tensor, attention_mask: Tensor) -> Tensor:
-        """Class logits ``[B, C]``."""
-        return self.logit_scale * self.head(self.features(input_ids, attention_mask))
+        """Class logits ``[B, C]``, fp32 at any precision."""
+        return self.logit_scale * self._scores(self.features(input_ids, attention_mask))
+
+    def _scores(self, features: Tensor) -> Tensor:
+        # The head in fp32: a bf16 logit's rounding would hide the perturbation's effect on the loss.
+        return full_precision_linear(features, self.head.weight, self.head.bias)
 
     @override
     def logits(self, batch: Batch) -> Tensor:
@@ -123,7 +128,7 @@ class SequenceClassificationTask(ZOClassifier):
         key = (id(input_ids), input_ids.data_ptr(), input_ids._version)
         if self._feature_cache is None or self._feature_cache[0] != key:
             self._feature_cache = (key, self.features(input_ids, attention_mask).detach())
-        return self.logit_scale * self.head(self._feature_cache[1])
+        return self.logit_scale * self._scores(self._feature_cache[1])
 
     @override
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
