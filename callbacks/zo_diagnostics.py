@@ -15,7 +15,7 @@ from zolightning.diagnostics.step_diagnosis import StepDiagnosis, measure_step, 
 from zolightning.functional.blocks import check_granularity
 from zolightning.functional.checks import check_int_at_least
 from zolightning.module import ZOLightningModule
-from zolightning.trainer_checks import check_zo_callback
+from zolightning.trainer_checks import FSDP2_STRATEGY, check_zo_callback, sharded_strategy_name
 
 __all__ = ["ZODiagnostics"]
 
@@ -47,7 +47,10 @@ class ZODiagnostics(Callback):
         track_distance: keep a CPU copy of the initial trainable weights for the distances (default ``True``).
         image_steps: steps shown in the activity image (default 256).
 
-    Under DDP, rank 0 measures on its own probe batch and logs once; the other ranks do nothing extra.
+    Under DDP, rank 0 measures on its own probe batch and logs once; the other ranks do nothing extra. Under FSDP2
+    (``ModelParallelStrategy``) the forwards are collective, so every rank measures, each on its own first batch: the
+    figures are those of the global probe batch (losses averaged over ranks, sums over every rank's shards; see
+    :mod:`zolightning.diagnostics.step_diagnosis`), and rank 0 logs them.
     """
 
     def __init__(
@@ -75,14 +78,20 @@ class ZODiagnostics(Callback):
         self._motion: BlockMotion | None = None
         self._measured_step: int | None = None
         self._skip_reported = False
+        self._every_rank = False
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        check_zo_callback("ZODiagnostics", "measures zeroth-order steps", trainer, pl_module)
+        check_zo_callback("ZODiagnostics", "measures zeroth-order steps", trainer, pl_module, allow_fsdp2=True)
+        # Sharded weights: the measurement's forwards and sums are collective, so every rank takes part.
+        self._every_rank = sharded_strategy_name(trainer.strategy) == FSDP2_STRATEGY
+
+    def _measures(self, trainer: pl.Trainer) -> bool:
+        return trainer.is_global_zero or self._every_rank
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if not trainer.is_global_zero:
+        if not self._measures(trainer):
             return
         assert isinstance(pl_module, ZOLightningModule)
         engine = pl_module.zo_engine
@@ -93,7 +102,7 @@ class ZODiagnostics(Callback):
 
     @override
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int) -> None:
-        if not trainer.is_global_zero or self._motion is None:
+        if not self._measures(trainer) or self._motion is None:
             return
         assert isinstance(pl_module, ZOLightningModule)
         if self._probe_batch is None:
@@ -111,13 +120,14 @@ class ZODiagnostics(Callback):
         )
         self.measurements.append(measurement)
         self._motion.snapshot(measurement.active_names)
-        self._log_measurement(trainer, measurement)
+        if trainer.is_global_zero:
+            self._log_measurement(trainer, measurement)
 
     @override
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if not trainer.is_global_zero or self._activity is None or self._motion is None:
+        if not self._measures(trainer) or self._activity is None or self._motion is None:
             return
         assert isinstance(pl_module, ZOLightningModule)
         result = pl_module.zo_engine.last
@@ -127,8 +137,10 @@ class ZODiagnostics(Callback):
         norms = self._motion.update_norms() if result.step == self._measured_step else None
         if norms is None:
             return
+        distances = self._motion.distances() or {}  # every rank, when the sums cross ranks
+        if not trainer.is_global_zero:
+            return
         metrics = {f"diagnostics/update_norm/{name}": value for name, value in norms.items()}
-        distances = self._motion.distances() or {}
         metrics.update({f"diagnostics/distance/{name}": value for name, value in distances.items()})
         self._log_metrics(trainer, metrics, result.step)
         for logger in trainer.loggers:

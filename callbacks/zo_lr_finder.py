@@ -13,9 +13,10 @@ from typing_extensions import override
 
 from zolightning.diagnostics.finder import FinderResult, find_lr_and_eps, sgd_lr_factor
 from zolightning.diagnostics.lr_confirmation import Confirmation, confirm_lr
+from zolightning.engine.collectives import averaged_over_ranks
 from zolightning.functional.checks import check_int_at_least
 from zolightning.module import ZOLightningModule
-from zolightning.trainer_checks import check_zo_callback
+from zolightning.trainer_checks import FSDP2_STRATEGY, check_zo_callback, sharded_strategy_name
 
 __all__ = ["ZOLearningRateFinder"]
 
@@ -37,6 +38,8 @@ class ZOLearningRateFinder(Callback):
     by the same factor, LR schedulers' base rates too).
 
     The weights are bitwise unchanged by the search. Under DDP rank 0 searches and every rank applies its proposal.
+    Under FSDP2 (``ModelParallelStrategy``) the forwards are collective, so every rank searches, each on its own
+    batches, with every loss averaged over ranks: the search of the global batches, identical on every rank.
 
     Args:
         trials: batches (and directions) averaged (default 4).
@@ -58,7 +61,7 @@ class ZOLearningRateFinder(Callback):
     times ``margin`` and 1 − momentum, once real steps confirm it; for any other optimizer (sign, Adam, HiZOO) only ε is applied, and the reason is printed.
 
     Attributes:
-        result: the :class:`~zolightning.diagnostics.finder.FinderResult` (on rank 0).
+        result: the :class:`~zolightning.diagnostics.finder.FinderResult` (on rank 0; on every rank under FSDP2).
         confirmation: the real steps' :class:`~zolightning.diagnostics.lr_confirmation.Confirmation` (with ``apply``).
     """
 
@@ -86,13 +89,15 @@ class ZOLearningRateFinder(Callback):
         self.stop_after = bool(stop_after)
         self.result: FinderResult | None = None
         self._restored: dict[str, Any] | None = None
+        self._every_rank = False
 
     @override
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         check_zo_callback(
             "ZOLearningRateFinder", "proposes ZO learning rates", trainer, pl_module,
-            " Use Lightning's `Tuner.lr_find` for that.",
+            " Use Lightning's `Tuner.lr_find` for that.", allow_fsdp2=True,
         )
+        self._every_rank = sharded_strategy_name(trainer.strategy) == FSDP2_STRATEGY
 
     @override
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -107,9 +112,11 @@ class ZOLearningRateFinder(Callback):
             raise ValueError("ZOLearningRateFinder needs at least one training batch.")
         objective_for = lambda t: pl_module.zo_objective(batches[t % len(batches)], t)  # noqa: E731
         proposal: tuple[float | None, float | None] = (None, None)
-        if trainer.is_global_zero:
+        if trainer.is_global_zero or self._every_rank:
+            # Sharded weights: every rank searches in lock-step on the losses of the global batches.
+            search_objective = (lambda t: averaged_over_ranks(objective_for(t))) if self._every_rank else objective_for
             self.result = find_lr_and_eps(
-                pl_module.zo_engine, objective_for, trials=self.trials, lr_range=self.lr_range or (1e-8, 1.0),
+                pl_module.zo_engine, search_objective, trials=self.trials, lr_range=self.lr_range or (1e-8, 1.0),
                 eps_range=self.eps_range,
             )
             rank_zero_info("ZO learning-rate finder:\n" + self.result.explanation)

@@ -5,7 +5,7 @@ Everything here is module-level so that ``ddp_spawn`` can pickle it and ``tests/
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -192,7 +192,8 @@ STRUCTURES: dict[str, Callable[[], list[Callback]]] = {
 
 def fit(folder: Path, devices: int, batch_size: int, structure: str = "dense", strategy: Any = None,
         shard: bool = True, optimizer: str | None = None, nan_at: tuple[int, int] | None = None, read: bool = True,
-        stacked: bool = False, steps: int = MAX_STEPS, **zo: Any) -> list[dict[str, Any]]:
+        stacked: bool = False, steps: int = MAX_STEPS, callbacks: Sequence[Callback] = (),
+        **zo: Any) -> list[dict[str, Any]]:
     """Train ``Regressor`` for ``steps`` steps (default ``MAX_STEPS``) and return every rank's record (read from ``folder``; with
     ``read=False``, as under ``strategy="ddp"`` where another rank may still be writing, nothing is read)."""
     folder = Path(folder)
@@ -201,7 +202,7 @@ def fit(folder: Path, devices: int, batch_size: int, structure: str = "dense", s
         strategy = DDPStrategy(start_method="spawn", timeout=COLLECTIVE_TIMEOUT) if devices > 1 else "auto"
     trainer = Trainer(
         max_steps=steps, strategy=strategy, use_distributed_sampler=False,
-        callbacks=[*STRUCTURES[structure](), Record(folder)], **trainer_kwargs(devices=devices),
+        callbacks=[*callbacks, *STRUCTURES[structure](), Record(folder)], **trainer_kwargs(devices=devices),
     )
     trainer.fit(Regressor(optimizer=optimizer, nan_at=nan_at, stacked=stacked, **zo),
                 datamodule=Interleaved(batch_size, shard))

@@ -28,7 +28,28 @@ CASES: dict[str, tuple[str, int | None]] = {
     "sharded-bcd-logged": ("bcd", None),
     # Rank 1's loss is NaN at step NAN_STEP of 6, as in tests/ddp_script.py's "nan-on-rank1".
     "sharded-nan-on-rank1": ("dense", None),
+    # With ZODiagnostics every DIAGNOSE_EVERY steps; each rank writes its measurements and per-block norms.
+    "sharded-bcd-diagnosed": ("bcd", None),
+    # The lr/ε finder, searching before the first step (then the fit stops); each rank writes its result.
+    "sharded-dense-found": ("dense", None),
 }
+DIAGNOSE_EVERY = 4
+FINDER = {"trials": 2, "stop_after": True, "eps_range": (1e-4, 1e-1)}
+
+
+def diagnosis_record(measurement: Any) -> dict[str, Any]:
+    """A ``StepDiagnosis`` as plain numbers (its statistics' fields, the step, the forwards, why no gradient)."""
+    from dataclasses import asdict
+
+    return {"step": measurement.step, "forwards": measurement.forwards, "skipped": measurement.gradient_skipped,
+            **{k: v for k, v in asdict(measurement.statistics).items()}}
+
+
+def finder_record(result: Any) -> dict[str, Any]:
+    """A ``FinderResult`` as plain numbers (no explanation text)."""
+    from dataclasses import asdict
+
+    return {k: v for k, v in asdict(result).items() if k != "explanation"}
 
 
 def main(output: Path) -> None:
@@ -38,7 +59,7 @@ def main(output: Path) -> None:
     from lightning.pytorch.strategies import ModelParallelStrategy
 
     from tests.conftest import trainer_kwargs
-    from zolightning.callbacks import TrajectoryLog
+    from zolightning.callbacks import TrajectoryLog, ZODiagnostics, ZOLearningRateFinder
     from tests.ddp_helpers import COLLECTIVE_TIMEOUT, MAX_STEPS, STRUCTURES, Interleaved, ShardedRegressor
     from tests.ddp_script import NAN_STEP
 
@@ -51,7 +72,14 @@ def main(output: Path) -> None:
         def on_train_end(self, trainer: Any, pl_module: Any) -> None:
             whole = [p.full_tensor().detach().flatten() for p in pl_module.parameters()]
             sharded = [type(p).__name__ == "DTensor" for p in pl_module.parameters()]
-            torch.save({"weights": torch.cat(whole), "global_step": trainer.global_step, "all_sharded": all(sharded)},
+            diagnostics = [c for c in trainer.callbacks if isinstance(c, ZODiagnostics)]
+            measured = [diagnosis_record(m) for m in diagnostics[0].measurements] if diagnostics else []
+            # Per-block distances from the initial weights: a collective (sums of squares over every rank's shards).
+            distances = diagnostics[0]._motion.distances() if diagnostics else None
+            finders = [c for c in trainer.callbacks if isinstance(c, ZOLearningRateFinder)]
+            found = finder_record(finders[0].result) if finders else None
+            torch.save({"weights": torch.cat(whole), "global_step": trainer.global_step, "all_sharded": all(sharded),
+                        "diagnostics": measured, "distances": distances, "finder": found},
                        self.folder / f"rank{trainer.global_rank}.pt")
 
     def fit(folder: Path, structure: str, steps: int, ckpt_path: Path | None = None, save_every: int = 0) -> None:
@@ -60,6 +88,10 @@ def main(output: Path) -> None:
         callbacks = [*STRUCTURES[structure](), WholeWeights(folder)]
         if folder.name.endswith("-logged"):
             callbacks.append(TrajectoryLog(folder / "run.zot"))
+        if folder.name.endswith("-found"):
+            callbacks.insert(0, ZOLearningRateFinder(**FINDER))
+        if folder.name.endswith("-diagnosed"):
+            callbacks.insert(0, ZODiagnostics(every_n_steps=DIAGNOSE_EVERY, extra_directions=2, image_steps=8))
         extra = {}
         if save_every:  # a sharded (distributed) checkpoint every `save_every` steps, a folder per checkpoint
             callbacks.append(ModelCheckpoint(dirpath=folder, every_n_train_steps=save_every, save_top_k=-1))

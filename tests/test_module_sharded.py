@@ -81,3 +81,53 @@ def test_a_non_finite_loss_on_one_sharded_rank_skips_the_step_on_every_rank_as_u
     ddp0, _ = records(ddp_script_records, "nan-on-rank1")
     assert ddp0["nonfinite_steps"] == 1  # the DDP run skipped its NaN step
     assert torch.equal(rank0["weights"], rank1["weights"]) and torch.equal(rank0["weights"], ddp0["weights"])
+
+
+def test_diagnostics_on_two_sharded_ranks_measure_the_global_probe_batch(sharded_records, tmp_path):
+    from dataclasses import asdict
+
+    from tests.sharded_script import DIAGNOSE_EVERY
+    from zolightning.callbacks import ZODiagnostics
+
+    rank0, rank1 = records(sharded_records, "sharded-bcd-diagnosed")
+    measured = rank0["diagnostics"]
+    assert [m["step"] for m in measured] == list(range(0, STEPS, DIAGNOSE_EVERY))
+    assert all(m["skipped"] is None and m["cosine"] is not None for m in measured)  # FSDP2's backward gave ∇L
+    assert rank1["diagnostics"] == measured  # the sums crossed ranks: both ranks hold the global figures
+    # Measuring leaves the weights bitwise as an unmeasured run's.
+    assert torch.equal(rank0["weights"], records(sharded_records, "sharded-bcd")[0]["weights"])
+    # One process whose probe batch is both ranks' first batches measures the same step.
+    diagnostics = ZODiagnostics(every_n_steps=DIAGNOSE_EVERY, extra_directions=2, image_steps=8)
+    fit(tmp_path, devices=1, batch_size=16, structure="bcd", steps=STEPS, callbacks=[diagnostics])
+    single = [asdict(m.statistics) for m in diagnostics.measurements]
+    assert len(single) == len(measured)
+    for sharded, whole in zip(measured, single):
+        for name in ("cosine", "alignment", "variance", "relative_variance", "projected_gradient_rms"):
+            assert sharded[name] == pytest.approx(whole[name], rel=1e-3), name
+        # The finite difference's error is fp32 rounding of the losses here, which the mean of two ranks' means
+        # rounds otherwise: only its scale is comparable.
+        assert sharded["snr"] > 1e6 and whole["snr"] > 1e6
+    assert any(0 < m["alignment"] < 1 for m in measured)  # one block of several: the gradient is partly outside
+    distances = diagnostics._motion.distances()
+    assert rank0["distances"] == rank1["distances"] and rank0["distances"].keys() == distances.keys()
+    for block, distance in distances.items():  # per block, over both ranks' shards: the whole tensors' distance
+        assert rank0["distances"][block] == pytest.approx(distance, rel=1e-3) and distance > 0, block
+
+
+def test_the_lr_finder_on_two_sharded_ranks_searches_the_global_batches(sharded_records, tmp_path):
+    from tests.sharded_script import FINDER
+    from zolightning.callbacks import ZOLearningRateFinder
+
+    rank0, rank1 = records(sharded_records, "sharded-dense-found")
+    found = rank0["finder"]
+    assert rank0["global_step"] == 0 and found["lr"] is not None and found["eps_curve"]
+    assert rank1["finder"] == found  # every loss was averaged over ranks: both took the same path
+    assert torch.equal(rank0["weights"], flat_weights(Regressor()))  # the search left the weights bitwise
+    finder = ZOLearningRateFinder(**FINDER)
+    fit(tmp_path, devices=1, batch_size=16, structure="dense", steps=STEPS, callbacks=[finder])
+    whole = finder.result
+    assert whole is not None and whole.eps == found["eps"] and whole.eps_range == found["eps_range"]
+    assert [lr for lr, _ in whole.lr_curve] == [lr for lr, _ in found["lr_curve"]]
+    torch.testing.assert_close(torch.tensor([d for _, d in found["lr_curve"]]),
+                               torch.tensor([d for _, d in whole.lr_curve]), rtol=1e-2, atol=1e-6)
+    assert found["lr"] == pytest.approx(whole.lr, rel=1e-2)

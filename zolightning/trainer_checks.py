@@ -32,9 +32,12 @@ def sharded_strategy_name(strategy: object) -> str | None:
     return None
 
 
-def check_zo_callback(callback: str, purpose: str, trainer: Any, module: nn.Module, backprop_hint: str = "") -> None:
+def check_zo_callback(
+    callback: str, purpose: str, trainer: Any, module: nn.Module, backprop_hint: str = "", allow_fsdp2: bool = False
+) -> None:
     """What a callback that works on ZO steps needs, checked in its ``setup``: a ZO module (the caller passes whether
-    it is one: this layer does not import the module), ZO training, and a strategy that keeps parameters whole.
+    it is one: this layer does not import the module), ZO training, and a strategy that keeps parameters whole (or
+    FSDP2's shards, for a callback that works on them: ``allow_fsdp2``).
 
     Args:
         callback: the callback's name; ``purpose``: what it does ("measures zeroth-order steps").
@@ -49,7 +52,7 @@ def check_zo_callback(callback: str, purpose: str, trainer: Any, module: nn.Modu
     if config.gradient == "backprop":
         raise ValueError(f"{callback} {purpose}, but `zo.gradient: backprop` trains by backprop.{backprop_hint}")
     sharded = sharded_strategy_name(trainer.strategy)
-    if sharded is not None:
+    if sharded is not None and not (allow_fsdp2 and sharded == FSDP2_STRATEGY):
         raise ValueError(
             f"{callback} needs each parameter whole and under its own name, which {sharded} does not keep. Use a "
             "single device or a DDP strategy ('ddp', 'ddp_spawn', 'ddp_fork')."

@@ -10,6 +10,8 @@ import torch
 from torch import Tensor, nn
 
 from zolightning.diagnostics.images import activity_image
+from zolightning.engine import collectives
+from zolightning.engine.shards import is_sharded
 from zolightning.functional.blocks import Block, partition_blocks
 from zolightning.structures.base import PerturbationStructure, TrainableTensor
 
@@ -51,19 +53,30 @@ class BlockActivity:
         return activity_image(torch.stack(list(self.columns), dim=1))
 
 
+def _local(param: Tensor) -> Tensor:
+    """This rank's shard of a sharded (DTensor) parameter, else the parameter; detached."""
+    return (param.to_local() if is_sharded(param) else param).detach()
+
+
 class BlockMotion:
     """Per-block update norms (from a copy of the step's active tensors taken just before it) and distances from the
-    initial weights (from a CPU copy of every trainable tensor, kept for the run when ``track_distance``)."""
+    initial weights (from a CPU copy of every trainable tensor, kept for the run when ``track_distance``).
+
+    With sharded (FSDP2) parameters each rank copies its own shards, and every rank must call :meth:`update_norms`
+    and :meth:`distances` together: the per-block sums of squares are added over ranks (one all-reduce)."""
 
     def __init__(self, blocks: Sequence[Block], tensors: Sequence[TrainableTensor], track_distance: bool) -> None:
         self.blocks = list(blocks)
         self.params = {t.name: t.param for t in tensors}
-        self.initial = {name: p.detach().to("cpu", copy=True) for name, p in self.params.items()} if track_distance else None
+        self.sharded = any(is_sharded(p) for p in self.params.values())
+        self.initial = (
+            {name: _local(p).to("cpu", copy=True) for name, p in self.params.items()} if track_distance else None
+        )
         self.before: dict[str, Tensor] | None = None
 
     def snapshot(self, names: Iterable[str]) -> None:
         """Copy ``names`` (the step's active tensors) before the step."""
-        self.before = {name: self.params[name].detach().clone() for name in names if name in self.params}
+        self.before = {name: _local(self.params[name]).clone() for name in names if name in self.params}
 
     def update_norms(self) -> dict[str, float] | None:
         """‖θ_after − θ_before‖ per block touched since :meth:`snapshot` (then forgets the copy)."""
@@ -81,7 +94,7 @@ class BlockMotion:
         return self._norms(lambda name: initial.get(name))
 
     def _norms(self, reference_of: Callable[[str], Tensor | None]) -> dict[str, float]:
-        norms: dict[str, float] = {}
+        totals: dict[str, float] = {}
         for block in self.blocks:
             total, seen = 0.0, False
             for name in block.param_names:
@@ -89,8 +102,11 @@ class BlockMotion:
                 if reference is None or name not in self.params:
                     continue
                 seen = True
-                current = self.params[name].detach()
+                current = _local(self.params[name])
                 total += float((current.double() - reference.to(current.device).double()).square().sum())
             if seen:
-                norms[block.name] = math.sqrt(total)
-        return norms
+                totals[block.name] = total
+        if self.sharded and totals:  # the same blocks on every rank: each holds a part of every sum
+            summed = collectives.sum_over_ranks(torch.tensor(list(totals.values()), dtype=torch.float64))
+            totals = dict(zip(totals, summed.tolist()))
+        return {name: math.sqrt(total) for name, total in totals.items()}

@@ -8,6 +8,8 @@ all-reduce, a second round trip every step.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -43,3 +45,23 @@ def gather_over_ranks(values: Tensor) -> Tensor:
     gathered = [torch.empty_like(local) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, local)
     return torch.stack(gathered).cpu()
+
+
+def sum_over_ranks(values: Tensor) -> Tensor:
+    """The element-wise sum of ``values`` over all ranks (one all-reduce), in ``values``' dtype on the CPU: the
+    diagnostics' partial sums over each rank's shards (fp64 Gram matrices and norms)."""
+    values = values.detach().to(_device()).clone()
+    dist.all_reduce(values)
+    return values.cpu()
+
+
+def averaged_over_ranks(objective: Callable[[], Tensor]) -> Callable[[], Tensor]:
+    """``objective`` returning the mean of every rank's loss (one all-reduce per call, in the loss's dtype), for a
+    search every rank runs in lock-step on sharded weights: each then sees the same numbers and takes the same path.
+    Every rank must call it together."""
+
+    def evaluate() -> Tensor:
+        loss = objective()
+        return mean_over_ranks(loss).to(loss.dtype).reshape(loss.shape)
+
+    return evaluate
