@@ -82,3 +82,27 @@ def test_under_fsdp2_a_rule_that_needs_whole_matrices_is_refused_and_block_rotat
                       use_distributed_sampler=False, callbacks=[BlockRotation()], **trainer_kwargs())
     trainer.fit(Regressor(), datamodule=Interleaved(8))
     assert trainer.global_step == 2
+
+
+def test_under_fsdp2_a_torch_optimizer_fed_by_zo_is_refused_before_the_first_step(restore_process_state):
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    torch.distributed.init_process_group("gloo", store=torch.distributed.HashStore(), rank=0, world_size=1)
+
+    class Sharded(Regressor):
+        forwards = 0
+
+        def configure_model(self) -> None:
+            fully_shard(self.net, mesh=init_device_mesh("cpu", (1,)))
+
+        def training_step(self, batch, batch_idx):
+            Sharded.forwards += 1
+            return super().training_step(batch, batch_idx)
+
+    model = Sharded(optimizer="sgd")
+    trainer = Trainer(strategy=ModelParallelStrategy(device=torch.device("cpu")), max_steps=1,
+                      use_distributed_sampler=False, **trainer_kwargs())
+    with pytest.raises(ValueError, match="SGD .* cannot update sharded weights.*zolightning.optim.ZOSGD"):
+        trainer.fit(model, datamodule=Interleaved(8))
+    assert trainer.global_step == 0 and Sharded.forwards == 0  # refused when the fit starts, not at the first step

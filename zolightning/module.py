@@ -38,6 +38,7 @@ from zolightning.trainer_checks import (
     check_adaptive_optimizer,
     check_half_precision_updates,
     check_setting_owners,
+    check_sharded_update,
     check_trainer_for_zo,
     optimizer_step_watched,
     step_schedulers,
@@ -180,6 +181,7 @@ class ZOLightningModule(StepLogging, LightningModule):
             engine.attach(update.target())
         check_half_precision_updates(self, optimizer, zo_optimizer)
         check_adaptive_optimizer(optimizer, zo_estimates=config.gradient != "backprop")
+        check_sharded_update(self, optimizer, fed_by_zo=not zo_optimizer and config.gradient != "backprop")
         engine.names = {id(p): name for name, p in self.named_parameters()}
         trainer = self.trainer
         total = trainer.max_steps

@@ -11,6 +11,7 @@ from lightning.pytorch.utilities.rank_zero import rank_zero_info, rank_zero_warn
 from lightning.pytorch.utilities.types import LRSchedulerConfig
 from torch import nn, optim
 
+from zolightning.engine.shards import is_sharded
 from zolightning.functional.rounding import FULL_PRECISION
 
 # Strategies whose parameters ZO cannot move in place: FSDP1 flattens and re-owns them, DeepSpeed keeps fp32 masters
@@ -162,6 +163,18 @@ ADAPTIVE_OPTIMIZERS: tuple[type[optim.Optimizer], ...] = (
 ADAPTIVE_LR_LIMIT = 1e-4
 """The largest lr at which an adaptive optimizer on ZO estimates passes without a warning: each weight then moves by
 at most about 1e-4 per step."""
+
+
+def check_sharded_update(module: nn.Module, optimizer: Any, fed_by_zo: bool) -> None:
+    """Refuse, before the first step, a plain ``torch.optim`` optimizer fed by ZO (``fed_by_zo``) on sharded (FSDP2)
+    weights."""
+    if not fed_by_zo or not any(is_sharded(p) for p in module.parameters() if p.requires_grad):
+        return
+    raise ValueError(
+        f"{type(optimizer).__name__} (a torch.optim optimizer fed by ZO) cannot update sharded weights: it would need "
+        "a whole-tensor .grad on every rank. Return zolightning.optim.ZOSGD from `configure_optimizers` (or drop "
+        "it: the default is ZOSGD with the `zo:` settings), whose update moves each rank's shard in place."
+    )
 
 
 def check_adaptive_optimizer(optimizer: Any, zo_estimates: bool) -> None:
