@@ -138,7 +138,7 @@ def main() -> None:
         for name, (dtype, context) in variants.items():
             model = copy.deepcopy(base).to(dtype)
             # The library's default: ε raised to the half-precision floor of the compute dtype (--raw-eps: as given).
-            used = eps if args.raw_eps else half_precision_eps(eps, compute_dtype[name])
+            used = eps if args.raw_eps else half_precision_eps(eps, compute_dtype[name], dtype)
             values = projected(model, inputs, seeds, used, context)
             pearson = float(torch.corrcoef(torch.stack([reference, values]))[0, 1]) if values.std() > 0 else float("nan")
             ratio = values / reference

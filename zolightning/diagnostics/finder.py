@@ -119,7 +119,9 @@ def find_lr_and_eps(
     if eps_range is not None:
         # The engine raises a half-precision forward's ε to its floor (`functional/precision_eps.py`): below it, a
         # p̂ is rounding residue, and two such residues can agree by chance.
-        floor = max(half_precision_eps(0.0, compute_dtype(e.param.dtype, e.param.device.type)) for e in plans[0])
+        floor = max(
+            half_precision_eps(0.0, compute_dtype(e.param.dtype, e.param.device.type), e.param.dtype) for e in plans[0]
+        )
         grid = [e for e in log_grid(*eps_range, 2) if e >= floor]
         eps_curve, eps_range_found = _eps_test(plans[:2], seeds, objective_for, grid, tolerance)
         if eps_range_found is not None and current_eps < eps_range_found[0]:

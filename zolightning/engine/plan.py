@@ -79,11 +79,13 @@ def _with_noise(entry: ActiveTensor, noise: NoiseSource) -> ActiveTensor:
 
 
 def _half_precision_floor(entry: ActiveTensor) -> ActiveTensor:
-    """``entry`` with ε raised to the floor of the dtype its forward computes in (bf16: 2⁻⁹), where the cast would
-    otherwise round most of the perturbation away (:mod:`~zolightning.functional.precision_eps`). Reads autocast's
+    """``entry`` with ε raised to the floor of the dtype its forward computes in (bf16: 2⁻⁹) and of its own dtype
+    (bf16 weights: 2⁻⁸), where rounding would otherwise take most of the perturbation away
+    (:mod:`~zolightning.functional.precision_eps`). Reads autocast's
     state, so under the Trainer (whose ``training_step`` runs inside the precision's autocast) ``bf16-mixed`` is
     seen; in a plain loop, step inside the autocast region for it to apply."""
-    eps = half_precision_eps(entry.eps, compute_dtype(entry.param.dtype, entry.param.device.type))
+    dtype = entry.param.dtype
+    eps = half_precision_eps(entry.eps, compute_dtype(dtype, entry.param.device.type), dtype)
     return entry if eps == entry.eps else replace(entry, eps=eps)
 
 
