@@ -98,8 +98,9 @@ def check_trainer_for_zo(trainer: Any, module: nn.Module) -> None:
             f"precision={trainer.precision!r} keeps the weights themselves in half precision: the ZO step restores "
             "them exactly from a snapshot, and the ZO optimizers write updates with stochastic rounding by default "
             "(`low_precision='stochastic'`; 'master' keeps fp32 copies of the active tensors instead), so updates "
-            "below half a unit in the last place are not lost. The projected gradient is noisier, though (use a "
-            "larger eps, e.g. 1e-2). Prefer 'bf16-mixed' or '32-true' when the weights fit in fp32."
+            "below half a unit in the last place are not lost. eps is raised to at least 2^-8 (3.9e-3; fp16: 2^-11) "
+            "for half-precision weights, below which rounding hides the perturbation. Prefer 'bf16-mixed' or "
+            "'32-true' when the weights fit in fp32."
         )
 
 
