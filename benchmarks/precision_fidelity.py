@@ -13,7 +13,7 @@ weights (as Lightning's ``*-mixed`` precisions do); ``true`` converts the weight
     python -m benchmarks.precision_fidelity --seeds 64 --eps 1e-3
 
 Half-precision variants run at the library's default ε: the given ε raised to the floor of their compute dtype
-(:mod:`zolightning.functional.precision_eps`; 2⁻⁹ for bf16 compute, 2⁻⁸ for bf16 weights); ``--raw-eps`` runs them at the given ε.
+(:mod:`zolightning.functional.precision_eps`; 2⁻⁸ for bf16 compute or weights); ``--raw-eps`` runs them at the given ε.
 """
 
 from __future__ import annotations

@@ -105,7 +105,7 @@ def find_lr_and_eps(
             searched, 2 per ε (9 by default) on the first two trials.
         lr_range: lrs tried: one per decade, then four per decade around the best (default 1e-8 … 1).
         eps_range: ε tried, two per decade (default 1e-5 … 1e-1), from the floor of a half-precision forward
-            (bf16 2⁻⁹, fp16 2⁻¹²) where one runs; ``None`` keeps the optimizer's ε.
+            (bf16 2⁻⁸, fp16 2⁻¹¹) where one runs; ``None`` keeps the optimizer's ε.
         tolerance: relative disagreement of p̂ between neighbouring ε that still counts as stable (default 0.1).
     """
     if engine.target is None:

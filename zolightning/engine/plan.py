@@ -79,8 +79,8 @@ def _with_noise(entry: ActiveTensor, noise: NoiseSource) -> ActiveTensor:
 
 
 def _half_precision_floor(entry: ActiveTensor) -> ActiveTensor:
-    """``entry`` with ε raised to the floor of the dtype its forward computes in (bf16: 2⁻⁹) and of its own dtype
-    (bf16 weights: 2⁻⁸), where rounding would otherwise take most of the perturbation away
+    """``entry`` with ε raised to the floor of the dtype its forward computes in and of its own dtype (bf16: 2⁻⁸),
+    where rounding would otherwise take most of the perturbation away
     (:mod:`~zolightning.functional.precision_eps`). Reads autocast's
     state, so under the Trainer (whose ``training_step`` runs inside the precision's autocast) ``bf16-mixed`` is
     seen; in a plain loop, step inside the autocast region for it to apply."""
