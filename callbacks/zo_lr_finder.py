@@ -119,6 +119,8 @@ class ZOLearningRateFinder(Callback):
                 pl_module.zo_engine, search_objective, trials=self.trials, lr_range=self.lr_range or (1e-8, 1.0),
                 eps_range=self.eps_range,
             )
+            if self._every_rank:  # the curve fit (LAPACK) can differ in its last bits between processes
+                self.result = trainer.strategy.broadcast(self.result, src=0)
             rank_zero_info("ZO learning-rate finder:\n" + self.result.explanation)
             proposal = (self.result.lr, self.result.eps)
         lr, eps = trainer.strategy.broadcast(proposal, src=0)
