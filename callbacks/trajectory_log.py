@@ -10,6 +10,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from typing_extensions import override
 
+from zolightning.engine.shards import is_sharded
 from zolightning.module import ZOLightningModule
 from zolightning.trainer_checks import FSDP2_STRATEGY, sharded_strategy_name
 from zolightning.trajectory.format import StepRecord, TrajectoryError, WeightsRecord, weights_fingerprint
@@ -170,13 +171,13 @@ class TrajectoryLog(Callback):
 
 def _is_sharded(module: torch.nn.Module) -> bool:
     """Whether any parameter is sharded across ranks (a DTensor of FSDP2's ``fully_shard``)."""
-    return any(hasattr(p, "full_tensor") for p in module.parameters())
+    return any(is_sharded(p) for p in module.parameters())
 
 
 def _whole_parameters(module: torch.nn.Module) -> list[tuple[str, torch.Tensor]]:
     """``named_parameters()`` with each sharded parameter gathered whole (a collective), so that a log written by
     sharded ranks carries the fingerprints an unsharded replay computes."""
-    return [(name, p.full_tensor() if hasattr(p, "full_tensor") else p) for name, p in module.named_parameters()]
+    return [(name, p.full_tensor() if is_sharded(p) else p) for name, p in module.named_parameters()]
 
 
 def _step_default_dtype(trainer: pl.Trainer) -> torch.dtype:

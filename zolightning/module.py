@@ -35,10 +35,7 @@ from zolightning.structures.base import PerturbationStructure
 from zolightning.step_logging import StepLogging
 from zolightning.training_step import evaluation_mode, extract_loss, zo_training_step
 from zolightning.trainer_checks import (
-    check_adaptive_optimizer,
-    check_half_precision_updates,
-    check_setting_owners,
-    check_sharded_update,
+    check_optimizer_for_zo,
     check_trainer_for_zo,
     optimizer_step_watched,
     step_schedulers,
@@ -172,16 +169,13 @@ class ZOLightningModule(StepLogging, LightningModule):
             return
         config, engine = self.zo_config, self.zo_engine
         zo_optimizer = isinstance(optimizer, ZOOptimizer)
-        check_setting_owners(config, optimizer, zo_optimizer, default=optimizer is self._zo_default_optimizer)
+        check_optimizer_for_zo(self, config, optimizer, zo_optimizer, default=optimizer is self._zo_default_optimizer)
         if isinstance(optimizer, ZOOptimizer):
             optimizer.use_engine(engine)
             update: Update = optimizer
         else:
             update = GradientUpdate(optimizer, eps=1e-3 if config.eps is None else config.eps)
             engine.attach(update.target())
-        check_half_precision_updates(self, optimizer, zo_optimizer)
-        check_adaptive_optimizer(optimizer, zo_estimates=config.gradient != "backprop")
-        check_sharded_update(self, optimizer, fed_by_zo=not zo_optimizer and config.gradient != "backprop")
         engine.names = {id(p): name for name, p in self.named_parameters()}
         trainer = self.trainer
         total = trainer.max_steps

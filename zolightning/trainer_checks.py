@@ -13,6 +13,7 @@ from torch import nn, optim
 
 from zolightning.engine.shards import is_sharded
 from zolightning.functional.rounding import FULL_PRECISION
+from zolightning.optim.gradient_update import sharded_weights_error
 
 # Strategies whose parameters ZO cannot move in place: FSDP1 flattens and re-owns them, DeepSpeed keeps fp32 masters
 # that overwrite in-place edits.
@@ -104,6 +105,17 @@ def check_trainer_for_zo(trainer: Any, module: nn.Module) -> None:
         )
 
 
+def check_optimizer_for_zo(module: nn.Module, config: Any, optimizer: Any, zo_optimizer: bool, default: bool) -> None:
+    """Every check of the optimizer a fit binds, in ``on_fit_start`` before its first step: who owns each setting
+    (refused), half-precision updates (warned), an adaptive optimizer on ZO estimates (warned), a ``torch.optim``
+    optimizer fed by ZO on sharded weights (refused). ``zo_optimizer``/``default``: see :func:`check_setting_owners`."""
+    check_setting_owners(config, optimizer, zo_optimizer, default)
+    zo_estimates = config.gradient != "backprop"
+    check_half_precision_updates(module, optimizer, zo_optimizer)
+    check_adaptive_optimizer(optimizer, zo_estimates=zo_estimates)
+    check_sharded_update(module, optimizer, fed_by_zo=zo_estimates and not zo_optimizer)
+
+
 def check_setting_owners(config: Any, optimizer: Any, zo_optimizer: bool, default: bool) -> None:
     """Refuse a setting with two owners: ``zo.lr``, ``zo.weight_decay`` or ``zo.eps`` beside an optimizer that has
     its own (a ZO optimizer owns all three; a plain ``torch.optim`` one lr and weight decay, and takes ε from
@@ -169,13 +181,8 @@ at most about 1e-4 per step."""
 def check_sharded_update(module: nn.Module, optimizer: Any, fed_by_zo: bool) -> None:
     """Refuse, before the first step, a plain ``torch.optim`` optimizer fed by ZO (``fed_by_zo``) on sharded (FSDP2)
     weights."""
-    if not fed_by_zo or not any(is_sharded(p) for p in module.parameters() if p.requires_grad):
-        return
-    raise ValueError(
-        f"{type(optimizer).__name__} (a torch.optim optimizer fed by ZO) cannot update sharded weights: it would need "
-        "a whole-tensor .grad on every rank. Return zolightning.optim.ZOSGD from `configure_optimizers` (or drop "
-        "it: the default is ZOSGD with the `zo:` settings), whose update moves each rank's shard in place."
-    )
+    if fed_by_zo and any(is_sharded(p) for p in module.parameters() if p.requires_grad):
+        raise sharded_weights_error(optimizer)
 
 
 def check_adaptive_optimizer(optimizer: Any, zo_estimates: bool) -> None:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from zolightning.diagnostics.images import activity_image
 from zolightning.engine import collectives
-from zolightning.engine.shards import is_sharded
+from zolightning.engine.shards import is_sharded, local_part
 from zolightning.functional.blocks import Block, partition_blocks
 from zolightning.structures.base import PerturbationStructure, TrainableTensor
 
@@ -53,11 +53,6 @@ class BlockActivity:
         return activity_image(torch.stack(list(self.columns), dim=1))
 
 
-def _local(param: Tensor) -> Tensor:
-    """This rank's shard of a sharded (DTensor) parameter, else the parameter; detached."""
-    return (param.to_local() if is_sharded(param) else param).detach()
-
-
 class BlockMotion:
     """Per-block update norms (from a copy of the step's active tensors taken just before it) and distances from the
     initial weights (from a CPU copy of every trainable tensor, kept for the run when ``track_distance``).
@@ -70,13 +65,13 @@ class BlockMotion:
         self.params = {t.name: t.param for t in tensors}
         self.sharded = any(is_sharded(p) for p in self.params.values())
         self.initial = (
-            {name: _local(p).to("cpu", copy=True) for name, p in self.params.items()} if track_distance else None
+            {name: local_part(p).detach().to("cpu", copy=True) for name, p in self.params.items()} if track_distance else None
         )
         self.before: dict[str, Tensor] | None = None
 
     def snapshot(self, names: Iterable[str]) -> None:
         """Copy ``names`` (the step's active tensors) before the step."""
-        self.before = {name: _local(self.params[name]).clone() for name in names if name in self.params}
+        self.before = {name: local_part(self.params[name]).detach().clone() for name in names if name in self.params}
 
     def update_norms(self) -> dict[str, float] | None:
         """‖θ_after − θ_before‖ per block touched since :meth:`snapshot` (then forgets the copy)."""
@@ -102,7 +97,7 @@ class BlockMotion:
                 if reference is None or name not in self.params:
                     continue
                 seen = True
-                current = _local(self.params[name])
+                current = local_part(self.params[name]).detach()
                 total += float((current.double() - reference.to(current.device).double()).square().sum())
             if seen:
                 totals[block.name] = total

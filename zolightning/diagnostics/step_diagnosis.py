@@ -33,7 +33,7 @@ from torch import Tensor
 
 from zolightning.engine import collectives
 from zolightning.engine.probe import Probe
-from zolightning.engine.shards import is_sharded
+from zolightning.engine.shards import is_sharded, local_part
 from zolightning.engine.step import StepEngine
 from zolightning.functional.diagnostics import EstimateStatistics, estimate_statistics, gram_update_, stacked_norm_sq
 from zolightning.functional.estimate import LossFn
@@ -99,11 +99,6 @@ def gradient_memory_shortfall(tensors: Sequence[TrainableTensor], headroom: floa
     if free is not None and need > free:
         return f"the backward needs about {need / 2**20:.0f} MiB and {free / 2**20:.0f} MiB are free"
     return None
-
-
-def local_part(tensor: Tensor) -> Tensor:
-    """This rank's part of a tensor: a DTensor's local shard, else the tensor itself."""
-    return tensor.to_local() if is_sharded(tensor) else tensor
 
 
 def true_gradient(objective: LossFn, tensors: Sequence[TrainableTensor]) -> tuple[list[Tensor] | None, str | None]:
@@ -192,7 +187,7 @@ def _projected_gradients(objective: LossFn, plan: PerturbationPlan, seeds: Seque
     losses = []
     try:
         for seed in seeds:
-            losses.append(torch.stack([probe.loss_at(seed, +1.0), probe.loss_at(seed, -1.0)]).detach().cpu())
+            losses.append(torch.stack([probe.loss_at(seed, +1.0), probe.loss_at(seed, -1.0)]).detach())
     finally:
         probe.restore()
     pairs = torch.stack(losses)  # (M, 2): L+ and L− per seed

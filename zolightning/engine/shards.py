@@ -24,6 +24,11 @@ def is_sharded(param: torch.Tensor) -> bool:
     return isinstance(param, DTensor)
 
 
+def local_part(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a tensor: a DTensor's local shard, else the tensor itself."""
+    return tensor.to_local() if is_sharded(tensor) else tensor
+
+
 def with_local_shards(plan: PerturbationPlan, noise: NoiseSource) -> PerturbationPlan:
     """``plan`` with each sharded parameter's local shard and its offset in the whole (see the module docstring).
 

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from zolightning.functional.checks import check_choice
-from zolightning.functional.chunk_executor import chunk_executor, chunks_drawn_on  # noqa: F401  (re-exported)
+from zolightning.functional.chunk_executor import chunk_executor
 from zolightning.functional.counter_noise import counter_noise, fill_counter_noise_  # noqa: F401  (the public name)
 
 Distribution = Literal["gaussian", "rademacher"]

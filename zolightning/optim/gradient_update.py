@@ -18,6 +18,15 @@ EPS_KEY = "zo_eps"
 """The key of ε in a plain optimizer's param groups (its own ``eps``, where it has one, is Adam's denominator term)."""
 
 
+
+def sharded_weights_error(optimizer: object) -> ValueError:
+    """The refusal of a ``torch.optim`` optimizer fed by ZO on sharded (FSDP2) weights, naming the fix."""
+    return ValueError(
+        f"{type(optimizer).__name__} (a torch.optim optimizer fed by ZO) cannot update sharded weights: it would need "
+        "a whole-tensor .grad on every rank. Return zolightning.optim.ZOSGD from `configure_optimizers` (or drop "
+        "it: the default is ZOSGD with the `zo:` settings), whose update moves each rank's shard in place."
+    )
+
 class GradientUpdate:
     """Applies a measurement through a plain ``torch.optim`` optimizer: writes the ZO estimate (1/q)·Σₖ gₖ·zₖ into
     ``.grad`` of the plan's tensors, then runs that optimizer's own ``step``. The same engine, seeds, estimators and
@@ -90,11 +99,7 @@ class GradientUpdate:
         weight = 1.0 / len(estimates)
         try:
             if any(entry.shard is not None for entry in measurement.plan):
-                raise ValueError(
-                    f"{type(self.optimizer).__name__} (a torch.optim optimizer fed by ZO) cannot update sharded "
-                    "weights: it would need a whole-tensor .grad on every rank. Use zolightning.optim.ZOSGD, whose "
-                    "update moves each rank's shard in place."
-                )
+                raise sharded_weights_error(self.optimizer)
             with drawing_noise():
                 for entry in measurement.plan:
                     entry.param.grad = None
